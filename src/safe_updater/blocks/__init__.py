@@ -1,0 +1,1 @@
+"""Prefect Blocks: stored connections and secrets, each a factory for its adapter."""

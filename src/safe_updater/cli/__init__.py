@@ -1,0 +1,1 @@
+"""The ``safe-updater`` command line: Typer + Rich."""

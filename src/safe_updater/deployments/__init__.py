@@ -1,0 +1,1 @@
+"""The standard deployments, used by ``safe-updater serve`` and by prefect.yaml."""
