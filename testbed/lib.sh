@@ -55,7 +55,7 @@ write_env() {
   {
     echo "export TESTBED_DIR=$TESTBED_DIR"
     for part in "${TESTBED_PARTS[@]}"; do
-      [ -f "$TESTBED_DIR/env.d/$part.env" ] && cat "$TESTBED_DIR/env.d/$part.env"
+      if [ -f "$TESTBED_DIR/env.d/$part.env" ]; then cat "$TESTBED_DIR/env.d/$part.env"; fi
     done
   } >"$TESTBED_DIR/env"
 }
@@ -68,9 +68,9 @@ pids_with_arg() {
   for dir in /proc/[0-9]*; do
     pid=${dir#/proc/}
     [ "$pid" != $$ ] || continue
-    comm=$(cat "$dir/comm" 2>/dev/null) || continue
+    read -r comm 2>/dev/null <"$dir/comm" || continue
     for want in "$@"; do
-      if [ "$comm" = "$want" ] && tr '\0' ' ' <"$dir/cmdline" 2>/dev/null | grep -qF -- "$text" \
+      if [ "$comm" = "$want" ] && tr '\0' ' ' 2>/dev/null <"$dir/cmdline" | grep -qF -- "$text" \
           && pid_alive "$pid"; then
         echo "$pid"
       fi
@@ -88,4 +88,9 @@ umount_under() {
       umount -l "$m" 2>/dev/null && echo "testbed: unmounted $m"
     done
   return 0
+}
+
+# random_hex: 32 random hex characters (passwords and secrets of one test bed).
+random_hex() {
+  python3 -c 'import secrets; print(secrets.token_hex(16))'
 }

@@ -1,15 +1,15 @@
 """Adapter-specific errors, all inside the tree of :mod:`safe_updater.domain.errors`.
 
-    TransientError
-      - RegistryUnavailableError   registry 5xx, timeout, 429 (retry_after set)
-      - EngineUnavailableError     Docker daemon or kube-apiserver unreachable
-      - OperationInProgressError   helm: another operation is in progress
-    PermanentError
-      - RegistryAuthError (AuthError)
-      - ImageNotFoundError (NotFoundError)
-      - RegistryResponseError (InvalidInputError)  a malformed registry answer
-      - ContainerError             the engine refused an operation
-      - HelmError                  helm failed for a reason retrying will not fix
+TransientError
+  - RegistryUnavailableError   registry 5xx, timeout, 429 (retry_after set)
+  - EngineUnavailableError     Docker daemon or kube-apiserver unreachable
+  - OperationInProgressError   helm: another operation is in progress
+PermanentError
+  - RegistryAuthError (AuthError)
+  - ImageNotFoundError (NotFoundError)
+  - RegistryResponseError (InvalidInputError)  a malformed registry answer
+  - ContainerError             the engine refused an operation
+  - HelmError                  helm failed for a reason retrying will not fix
 """
 
 from __future__ import annotations

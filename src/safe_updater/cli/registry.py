@@ -8,7 +8,13 @@ from collections.abc import Callable, Iterator
 import typer
 
 # One line per command module; order is the order of `--help`.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "versions_cmds",
+    "config_cmds",
+    "scan_cmds",
+    "ops_cmds",
+    "state_cmds",
+)
 
 
 def all_registrations() -> Iterator[Callable[[typer.Typer], None]]:

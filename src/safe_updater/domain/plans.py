@@ -34,3 +34,19 @@ class AppliedChange(BaseModel):
     from_version: str
     to_version: str
     data: dict[str, Any] = Field(default_factory=dict)
+
+
+class UpdateResult(BaseModel):
+    """What one ``update_asset`` run did, as the CLI prints it with ``--json``."""
+
+    asset: str
+    outcome: str
+    from_version: str | None = Field(default=None, serialization_alias="from")
+    to_version: str | None = Field(default=None, serialization_alias="to")
+    change_type: str | None = None
+    flow_run_id: str | None = None
+    attempt_id: int | None = None
+    reasons: list[str] = Field(default_factory=list)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)

@@ -1,0 +1,94 @@
+"""Human approval: pause the run with a typed form until a quorum approves, anyone rejects, or
+the deadline passes."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+from prefect import get_run_logger, pause_flow_run
+from prefect.exceptions import FlowPauseTimeout
+from prefect.input import RunInput
+from pydantic import BaseModel, Field
+
+from safe_updater.domain.policy import ApprovalRule
+from safe_updater.tasks.journaling import audit
+
+
+class ApprovalInput(RunInput):
+    """The form the Prefect UI shows on a paused update run."""
+
+    approve: bool = Field(description="Approve the update (unchecked rejects it).")
+    approver: str = Field(description="Who decides; must be a configured approver.")
+    reason: str = Field(default="", description="Why; recorded in the audit log.")
+
+
+class ApprovalOutcome(BaseModel):
+    state: str  # approved | rejected | expired
+    approvers: list[str] = Field(default_factory=list)
+    reason: str = ""
+
+
+def wait_for_approval(
+    asset_id: str,
+    description: str,
+    rule: ApprovalRule,
+    *,
+    poll_interval: timedelta,
+) -> ApprovalOutcome:
+    """Pause until ``rule.quorum`` distinct allowed approvers approve, or one rejects.
+
+    A pause that times out leaves the Prefect run Failed ("never resumed") whatever we do next;
+    the outcome is still recorded in our journal and audit log.
+    """
+    logger = get_run_logger()
+    approved: list[str] = []
+    remaining = rule.deadline.total_seconds()
+    allowed = set(rule.approvers)
+    while len(approved) < rule.quorum:
+        if remaining <= 0:
+            return ApprovalOutcome(state="expired", approvers=approved, reason="deadline passed")
+        form = ApprovalInput.with_initial_data(
+            description=description + _progress(approved, rule.quorum), approve=False
+        )
+        started = time.monotonic()
+        try:
+            answer = pause_flow_run(
+                wait_for_input=form,
+                timeout=max(1, int(remaining)),
+                poll_interval=max(1, int(poll_interval.total_seconds())),
+                key=f"approval-{len(approved) + 1}-{int(started * 1000)}",
+            )
+        except FlowPauseTimeout:
+            return ApprovalOutcome(
+                state="expired",
+                approvers=approved,
+                reason=f"no decision within {rule.deadline}",
+            )
+        remaining -= time.monotonic() - started
+        assert answer is not None
+        who = answer.approver.strip()
+        if allowed and who not in allowed:
+            logger.warning("refused approval input from %r: not a configured approver", who)
+            audit(
+                "approval.refused",
+                asset_id,
+                who or "unknown",
+                {"reason": "not a configured approver", "approve": answer.approve},
+            )
+            continue
+        if not answer.approve:
+            audit("approval.rejected", asset_id, who, {"reason": answer.reason})
+            return ApprovalOutcome(state="rejected", approvers=[who], reason=answer.reason)
+        if who in approved:
+            logger.warning("%s already approved; a quorum needs distinct approvers", who)
+            continue
+        approved.append(who)
+        audit("approval.approved", asset_id, who, {"reason": answer.reason})
+    return ApprovalOutcome(state="approved", approvers=approved)
+
+
+def _progress(approved: list[str], quorum: int) -> str:
+    if quorum <= 1:
+        return ""
+    return f"\n\nApprovals so far: {len(approved)}/{quorum} ({', '.join(approved) or 'none'})."

@@ -1,0 +1,185 @@
+"""``recover_updates``: finish what a crashed or killed run left open.
+
+The journal row says how far the attempt got; from there recovery either finishes it (verify,
+then commit) or undoes it (roll back to the snapshot), so no asset is left half-updated.
+
+| phase at the crash          | what recovery does                                  | outcome     |
+|-----------------------------|-----------------------------------------------------|-------------|
+| opened, preflight, snapshot | nothing was changed                                 | failed      |
+| applying                    | roll back to the snapshot (the apply was cut short) | rolled_back |
+| verifying                   | verify again: commit if healthy, else roll back     | updated or rolled_back (+ quarantine) |
+| committing                  | finish the commit                                   | updated     |
+| rolling back                | finish the rollback                                 | rolled_back |
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from safe_updater.domain.assets import Asset
+from safe_updater.domain.journal import AttemptRecord, Outcome, Phase
+from safe_updater.domain.plans import AppliedChange, Snapshot, UpdateResult
+from safe_updater.tasks.applying import commit_update, rollback_update
+from safe_updater.tasks.health import monitor_health
+from safe_updater.tasks.journaling import advance_attempt, audit, close_attempt, quarantine_version
+from safe_updater.tasks.queries import find_open_attempts
+from safe_updater.tasks.recording import emit_update_event
+
+
+@flow(
+    name="recover-updates",
+    flow_run_name="recover {asset_id}",
+    description="Finish or roll back update attempts that a crash left open.",
+)
+def recover_updates(
+    asset_id: str | None = None, actor: str = "safe-updater"
+) -> list[dict[str, Any]]:
+    results = [
+        recover_attempt(attempt, actor=actor).to_json_dict()
+        for attempt in find_open_attempts(asset_id)
+    ]
+    return results
+
+
+def recover_attempt(attempt: AttemptRecord, *, actor: str) -> UpdateResult:
+    logger = get_run_logger()
+    logger.warning(
+        "recovering attempt #%s of %s (%s -> %s), left in phase %s",
+        attempt.id,
+        attempt.asset_id,
+        attempt.from_version,
+        attempt.to_version,
+        attempt.phase.value,
+    )
+    stored = attempt.snapshot or {}
+    if "asset" not in stored or "snapshot" not in stored:
+        return _close(
+            attempt,
+            Outcome.FAILED,
+            actor,
+            f"interrupted in phase {attempt.phase.value} before any change; nothing to undo",
+        )
+    asset = Asset.model_validate(stored["asset"])
+    snapshot = Snapshot.model_validate(stored["snapshot"])
+    applied = AppliedChange.model_validate(attempt.applied) if attempt.applied else None
+
+    if attempt.phase is Phase.SNAPSHOTTED:
+        return _close(
+            attempt,
+            Outcome.FAILED,
+            actor,
+            "interrupted before the change was applied; nothing to undo",
+        )
+    if attempt.phase is Phase.APPLYING or applied is None:
+        why = "interrupted while applying; the new version was never verified"
+        advance_attempt(attempt.id, Phase.ROLLING_BACK, reason=why)
+        serving = rollback_and_quarantine(
+            asset,
+            snapshot,
+            None,
+            attempt.id,
+            attempt.to_version,
+            why=why,
+            quarantine=False,
+            actor=actor,
+        )
+        return _close(
+            attempt, Outcome.ROLLED_BACK, actor, f"{why}; rolled back, {serving} is serving"
+        )
+    if attempt.phase is Phase.VERIFYING:
+        report = monitor_health(asset, applied)
+        if report.healthy:
+            advance_attempt(attempt.id, Phase.COMMITTING)
+            commit_update(asset, snapshot, applied)
+            emit_update_event(
+                "verified", asset.id, {"to": attempt.to_version, "attempt": attempt.id}, None
+            )
+            return _close(
+                attempt,
+                Outcome.UPDATED,
+                actor,
+                f"re-verified after a crash: {report.verdict.reason}",
+            )
+        why = f"{attempt.to_version} failed verification: {report.verdict.reason}"
+        advance_attempt(attempt.id, Phase.ROLLING_BACK, reason=why)
+        serving = rollback_and_quarantine(
+            asset,
+            snapshot,
+            applied,
+            attempt.id,
+            attempt.to_version,
+            why=why,
+            quarantine=True,
+            actor=actor,
+        )
+        return _close(
+            attempt, Outcome.ROLLED_BACK, actor, f"{why}; rolled back, {serving} is serving"
+        )
+    if attempt.phase is Phase.COMMITTING:
+        commit_update(asset, snapshot, applied)
+        return _close(attempt, Outcome.UPDATED, actor, "commit finished after a crash")
+    # ROLLING_BACK: the verdict (or an apply failure) was recorded as the reason.
+    why = attempt.reason or "rollback interrupted"
+    quarantine = "failed verification" in why
+    serving = rollback_and_quarantine(
+        asset,
+        snapshot,
+        applied,
+        attempt.id,
+        attempt.to_version,
+        why=why,
+        quarantine=quarantine,
+        actor=actor,
+    )
+    return _close(attempt, Outcome.ROLLED_BACK, actor, f"{why}; rolled back, {serving} is serving")
+
+
+def rollback_and_quarantine(
+    asset: Asset,
+    snapshot: Snapshot,
+    applied: AppliedChange | None,
+    attempt_id: int,
+    bad_version: str,
+    *,
+    why: str,
+    quarantine: bool,
+    actor: str,
+) -> str | None:
+    """Restore the snapshot, then keep the bad version out (when it failed on its merits)."""
+    serving = rollback_update(asset, snapshot, applied)
+    audit(
+        "update.rollback",
+        asset.id,
+        actor,
+        {"attempt": attempt_id, "to": snapshot.version, "serving": serving, "reason": why},
+    )
+    if quarantine:
+        quarantine_version(asset.id, bad_version, why, attempt_id)
+        audit(
+            "quarantine.added",
+            asset.id,
+            actor,
+            {"attempt": attempt_id, "version": bad_version, "reason": why},
+        )
+    return serving
+
+
+def _close(attempt: AttemptRecord, outcome: Outcome, actor: str, why: str) -> UpdateResult:
+    close_attempt(attempt.id, outcome, why)
+    audit(
+        f"update.{outcome.value}",
+        attempt.asset_id,
+        actor,
+        {"attempt": attempt.id, "recovered": True, "reason": why},
+    )
+    return UpdateResult(
+        asset=attempt.asset_id,
+        outcome=outcome.value,
+        from_version=attempt.from_version,
+        to_version=attempt.to_version,
+        change_type=attempt.change_type,
+        attempt_id=attempt.id,
+        reasons=[why],
+    )

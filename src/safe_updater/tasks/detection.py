@@ -1,0 +1,61 @@
+"""Tasks that ask registries which versions exist."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
+
+from safe_updater.domain.assets import Asset
+from safe_updater.domain.errors import InvalidInputError
+from safe_updater.domain.versions import Scheme, parse_tag, rank_candidates
+from safe_updater.runtime import current_runtime
+from safe_updater.tasks.retry import TRANSIENT_RETRIES
+
+# Asking a registry for a config blob costs a request per tag: only the newest few need an age.
+_MAX_AGE_LOOKUPS = 10
+
+
+class Candidates(BaseModel):
+    """What the registry offers for an asset's repository."""
+
+    tags: list[str]
+    current_digest: str | None = None
+    remote_digest: str | None = None
+    release_times: dict[str, datetime] = Field(default_factory=dict)
+
+    @property
+    def digest_changed(self) -> bool:
+        return bool(
+            self.current_digest and self.remote_digest and self.current_digest != self.remote_digest
+        )
+
+
+@task(
+    name="fetch-candidates",
+    task_run_name="tags of {asset.id}",
+    cache_policy=NO_CACHE,
+    **TRANSIENT_RETRIES,
+)
+def fetch_candidates(asset: Asset, with_release_times: bool = False) -> Candidates:
+    """List the repository's tags; for a mutable tag, compare digests."""
+    if asset.image is None:
+        raise InvalidInputError(f"asset {asset.id} has no image reference")
+    registry = current_runtime().registry
+    tags = registry.list_tags(asset.image)
+    result = Candidates(tags=tags, current_digest=asset.current_digest)
+    try:
+        scheme = parse_tag(asset.current_version).scheme
+    except InvalidInputError:
+        scheme = Scheme.DIGEST_ONLY
+    if scheme is Scheme.DIGEST_ONLY:
+        result.remote_digest = registry.digest(asset.image.with_tag(asset.current_version))
+    elif with_release_times:
+        ranking = rank_candidates(asset.current_version, tags, allow_prerelease=True)
+        for verdict in ranking.accepted[:_MAX_AGE_LOOKUPS]:
+            created = registry.created_at(asset.image.with_tag(verdict.tag))
+            if created is not None:
+                result.release_times[verdict.tag] = created
+    return result

@@ -1,0 +1,146 @@
+"""Builds the runtime from the config: the state store, the registry client, one inventory and
+one updater per target, and the health planner.
+
+This is the only place that knows which real adapter serves which port.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from safe_updater.adapters.docker_engine import DockerSdkEngine, TlsSettings
+from safe_updater.adapters.docker_inventory import DockerInventory
+from safe_updater.adapters.docker_updater import DockerContainerUpdater
+from safe_updater.adapters.inventory import Inventory
+from safe_updater.adapters.registry import OciRegistry
+from safe_updater.adapters.registry_auth import CredentialsProvider
+from safe_updater.adapters.store import StateStore
+from safe_updater.adapters.updater import AssetUpdater
+from safe_updater.config import AppConfig, DockerTarget, load_config
+from safe_updater.domain.assets import AssetKind
+from safe_updater.health_planning import DockerHealthPlanner
+from safe_updater.runtime import Runtime
+from safe_updater.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# A registry answers at most this many requests per burst, refilled per second, shared by every
+# run on this state store: enough for a scan of hundreds of assets, well under Docker Hub's limits.
+REGISTRY_BUDGET_CAPACITY = 600
+REGISTRY_BUDGET_REFILL_PER_SECOND = 10.0
+
+
+def configure_prefect_environment(settings: Settings | None = None) -> None:
+    """Keep Prefect's local database under the state dir, and telemetry off, unless the user
+    has pointed Prefect elsewhere. Must run before ``prefect`` is imported."""
+    settings = settings or Settings()
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if "PREFECT_HOME" not in os.environ and "PREFECT_API_URL" not in os.environ:
+        os.environ["PREFECT_HOME"] = str(settings.home / "prefect")
+
+
+def open_store(config_path: Path | None = None, config: AppConfig | None = None) -> StateStore:
+    settings = Settings()
+    config = config or load_config(config_path, settings=settings)
+    return StateStore.open(settings.resolve_state_url(config))
+
+
+class StoreBudget:
+    """The registry adapter's ``RequestBudget`` on the shared store: one bucket per registry."""
+
+    def __init__(self, store: StateStore) -> None:
+        self._store = store
+
+    def acquire(self, host: str) -> bool:
+        return self._store.budgets.acquire(
+            f"registry:{host}",
+            capacity=REGISTRY_BUDGET_CAPACITY,
+            refill_per_second=REGISTRY_BUDGET_REFILL_PER_SECOND,
+        )
+
+
+def registry_credentials(config: AppConfig) -> CredentialsProvider:
+    """Credentials from the configured ``RegistryCredentials`` blocks, then the Docker config."""
+    from safe_updater.adapters.docker_config import DockerConfigCredentials
+
+    names = [r.credentials_block for r in config.registries if r.credentials_block]
+    if not names:
+        return DockerConfigCredentials()
+    from safe_updater.blocks.registry_credentials import credentials_from_blocks
+
+    return credentials_from_blocks(names, docker_config=True)
+
+
+def docker_targets(config: AppConfig) -> list[DockerTarget]:
+    """The configured Docker hosts; with no target of any kind, the local engine."""
+    if config.targets.docker:
+        return list(config.targets.docker)
+    if config.targets.kubernetes:
+        return []
+    return [DockerTarget(name="local", url=None)]
+
+
+def build_runtime(config_path: Path | None = None) -> Runtime:
+    settings = Settings()
+    config = load_config(config_path, settings=settings)
+    store = StateStore.open(settings.resolve_state_url(config))
+    closers: list[Callable[[], None]] = [store.close]
+    try:
+        credentials = registry_credentials(config)
+        registry = OciRegistry(
+            credentials=credentials,
+            budget=StoreBudget(store),
+            insecure_hosts=[r.host for r in config.registries if r.insecure],
+        )
+        closers.append(registry.close)
+        inventories: list[Inventory] = []
+        updaters: dict[tuple[AssetKind, str], AssetUpdater] = {}
+        engines: dict[str, DockerSdkEngine] = {}
+        for target in docker_targets(config):
+            engine = DockerSdkEngine.connect(target.url, tls=_tls(target))
+            closers.append(engine.close)
+            engines[target.name] = engine
+            inventories.append(DockerInventory(engine, target.name))
+            updaters[(AssetKind.DOCKER, target.name)] = DockerContainerUpdater(
+                engine, _auth_lookup(credentials)
+            )
+        health = DockerHealthPlanner(config, engines)
+    except BaseException:
+        for close in reversed(closers):
+            close()
+        raise
+    return Runtime(
+        config=config,
+        store=store,
+        registry=registry,
+        inventories=inventories,
+        updaters=updaters,
+        health=health,
+        closers=closers,
+    )
+
+
+def _tls(target: DockerTarget) -> TlsSettings | None:
+    if target.tls is None:
+        return None
+    return TlsSettings(
+        verify=target.tls.verify,
+        ca_cert=str(target.tls.ca_cert) if target.tls.ca_cert else None,
+        client_cert=str(target.tls.client_cert) if target.tls.client_cert else None,
+        client_key=str(target.tls.client_key) if target.tls.client_key else None,
+    )
+
+
+def _auth_lookup(credentials: CredentialsProvider) -> Callable[[str], dict[str, str] | None]:
+    """The engine's pull auth from the same credentials the registry client uses."""
+
+    def lookup(registry_host: str) -> dict[str, str] | None:
+        credential = credentials.for_registry(registry_host)
+        if credential is None:
+            return None
+        return {"username": credential.username, "password": credential.password.get_secret_value()}
+
+    return lookup

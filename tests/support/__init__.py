@@ -1,0 +1,1 @@
+"""Shared test helpers. `support.testbed`: the test bed's env, registries, demo containers."""
