@@ -81,7 +81,7 @@ def shared_ranking(repos: list[Repository]) -> int:
     for repo in repos:
         index = parse_tags(repo.tags)
         for current in repo.currents:
-            accepted += len(rank_candidates(current, index).accepted)
+            accepted += rank_candidates(current, index).best is not None
     return accepted
 
 
@@ -90,7 +90,7 @@ def unshared_ranking(repos: list[Repository]) -> int:
     accepted = 0
     for repo in repos:
         for current in repo.currents:
-            accepted += len(rank_candidates(current, repo.tags).accepted)
+            accepted += rank_candidates(current, repo.tags).best is not None
     return accepted
 
 

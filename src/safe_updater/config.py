@@ -195,7 +195,9 @@ class DockerTarget(BaseModel):
     @field_validator("url")
     @classmethod
     def _engine_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("unix://", "tcp://", "ssh://", "http://", "https://", "npipe://")):
+        if value is not None and not value.startswith(
+            ("unix://", "tcp://", "ssh://", "http://", "https://", "npipe://")
+        ):
             raise ValueError("must start with unix://, tcp://, ssh://, http(s):// or npipe://")
         return value
 

@@ -38,8 +38,14 @@ def configure_prefect_environment(settings: Settings | None = None) -> None:
     has pointed Prefect elsewhere. Must run before ``prefect`` is imported."""
     settings = settings or Settings()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The embedded server migrates its database on first start; on a busy 2-core host that
+    # takes longer than Prefect's default 20 s.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     if "PREFECT_HOME" not in os.environ and "PREFECT_API_URL" not in os.environ:
-        os.environ["PREFECT_HOME"] = str(settings.home / "prefect")
+        home = settings.home / "prefect"
+        # Prefect creates its home without parents and then fails to open its database.
+        home.mkdir(parents=True, exist_ok=True)
+        os.environ["PREFECT_HOME"] = str(home)
 
 
 def open_store(config_path: Path | None = None, config: AppConfig | None = None) -> StateStore:

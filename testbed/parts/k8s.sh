@@ -148,8 +148,7 @@ fail_up() {
   local name=$1
   echo "testbed k8s: $name did not become ready; last lines of $S/logs/$name.log:" >&2
   tail -n 30 "$S/logs/$name.log" >&2 || true
-  down >/dev/null 2>&1 || true
-  exit 1
+  exit 1  # the EXIT trap stops everything
 }
 
 start() { start_daemon "$1" "$S/logs/$1.log" "$S/pids/$1.pid" "${@:2}"; }
@@ -185,6 +184,8 @@ up() {
     log "build cache is cold; building first (scripts/install-system-deps does this ahead of time)"
     build
   fi
+  # Whatever fails from here on (a wait, a helm push, set -e): stop what was started.
+  trap 'down >/dev/null 2>&1' EXIT
   mkdir -p "$S/logs" "$S/pids" "$S/etcd"
   local etcd_port etcd_peer api_port cm_port sched_port kwok_port
   etcd_port=$(free_port); etcd_peer=$(free_port); api_port=$(free_port)
@@ -277,6 +278,7 @@ export TESTBED_K8S_VERSION=$KUBE_VERSION
 export TESTBED_CHART_REPO_OCI=oci://localhost:$reg_port/charts
 export TESTBED_CHART_REPO_HTTP=http://127.0.0.1:$http_port
 EOF
+  trap - EXIT
   log "cluster $KUBE_VERSION at $api (${#NODES[@]} kwok nodes); charts at oci://localhost:$reg_port/charts and http://127.0.0.1:$http_port"
 }
 
@@ -292,7 +294,15 @@ down() {
 
 case ${1:-} in
   build) build ;;
-  up) up ;;
+  up)
+    # Ports are picked free and bound a moment later; if another process won one, start over.
+    for attempt in 1 2; do
+      # A child process, not a subshell: `set -e` stays in force there (an `if` would turn it off).
+      if bash "${BASH_SOURCE[0]}" up-once; then exit 0; fi
+      [ "$attempt" = 2 ] || log "start failed (attempt $attempt); trying again with new ports"
+    done
+    exit 1 ;;
+  up-once) up ;;
   down) down ;;
   *) echo "usage: $0 build|up|down" >&2; exit 2 ;;
 esac

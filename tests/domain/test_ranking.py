@@ -92,12 +92,27 @@ def test_accepted_candidates(
             "1.2.3",
             "2021.12.16",
             ChangeType.INCOMPARABLE,
-            "calver tag while the current tag is semver",
+            "calver tag, a different version scheme from the current tag's",
         ),
-        ("1.2.3", "1.2.4-alpine", ChangeType.INCOMPARABLE, "has suffix 'alpine' but the current"),
-        ("1.2.3-alpine", "1.2.4", ChangeType.INCOMPARABLE, "has no suffix but the current tag has"),
+        (
+            "1.2.3",
+            "1.2.4-alpine",
+            ChangeType.INCOMPARABLE,
+            "different image variant (suffix 'alpine') from the current tag",
+        ),
+        (
+            "1.2.3-alpine",
+            "1.2.4",
+            ChangeType.INCOMPARABLE,
+            "different image variant (no suffix) from the current tag",
+        ),
         ("1.2.3", "latest", ChangeType.INCOMPARABLE, "'latest' is not a version"),
-        ("latest", "1.2.3", ChangeType.INCOMPARABLE, "current tag 'latest' is not a version"),
+        (
+            "latest",
+            "1.2.3",
+            ChangeType.INCOMPARABLE,
+            "the current tag is not a version, so it is tracked by its digest",
+        ),
         ("latest", "latest", ChangeType.NONE, "the current tag itself"),
         ("1.2.3", "1.2.4-rc.1", ChangeType.PRERELEASE, "pre-releases are not allowed"),
         ("1.2.3", "bad tag", None, "contains ' ' at position 4"),
@@ -218,3 +233,12 @@ def test_chart_versions_rank_with_build_metadata() -> None:
 def test_rankings_serialise_to_json() -> None:
     ranking = rank_candidates("1.2.3", ["1.2.4", "bad tag"])
     assert Ranking.model_validate_json(ranking.model_dump_json()) == ranking
+
+
+def test_assets_of_one_repository_share_verdicts() -> None:
+    shared = parse_tags(["1.0.0", "1.1.0", "2.0.0", "latest"])
+    first = rank_candidates("1.0.0", shared)
+    second = rank_candidates("1.0.1", shared)
+    assert [v.tag for v in first.accepted] == [v.tag for v in second.accepted] == ["2.0.0", "1.1.0"]
+    assert first.accepted[0] is second.accepted[0]  # one immutable verdict, handed out twice
+    assert first.current != second.current

@@ -37,6 +37,7 @@ from safe_updater.adapters.errors import ContainerError, ImageNotFoundError
 from safe_updater.domain.assets import Asset, AssetKind, ImageRef
 from safe_updater.domain.errors import ConflictError, InvalidInputError, NotFoundError
 from safe_updater.domain.plans import AppliedChange, Snapshot
+from safe_updater.failpoints import failpoint
 
 log = logging.getLogger(__name__)
 
@@ -281,6 +282,8 @@ class DockerContainerUpdater:
                 keeper = current  # the old container, or one a previous rollback re-created
             else:
                 self._stop_and_remove(current)
+
+        failpoint("mid-rollback")  # nothing runs for the asset here: the worst place to die
 
         # 2. find the old container (normally `<name>.safe-updater-prev`)
         old = self._engine.find_container(old_id)

@@ -368,24 +368,16 @@ def _preference(cur: Version, slot: _Slot) -> tuple[bool, bool, bool]:
     )
 
 
-def _suffix_words(suffix: str) -> str:
-    return f"suffix {suffix!r}" if suffix else "no suffix"
-
-
 def _other_family_reason(cur: Version, version: Version) -> str:
+    # Worded without the current tag's own suffix or scheme, so one verdict serves every asset.
     if cur.scheme is Scheme.DIGEST_ONLY:
         return (
-            f"the current tag {cur.raw!r} is not a version, so it is tracked by its digest "
+            "the current tag is not a version, so it is tracked by its digest "
             "and never compared with other tags"
         )
     if version.scheme is Scheme.DIGEST_ONLY:
         return f"{version.raw!r} is not a version; such tags are tracked by digest only"
     if version.scheme != cur.scheme:
-        return (
-            f"{version.scheme} tag while the current tag is {cur.scheme}; "
-            "different version schemes are never compared"
-        )
-    return (
-        f"has {_suffix_words(version.suffix)} but the current tag has {_suffix_words(cur.suffix)}; "
-        "only tags of the same image variant are candidates"
-    )
+        return f"{version.scheme} tag, a different version scheme from the current tag's"
+    variant = f"suffix {version.suffix!r}" if version.suffix else "no suffix"
+    return f"different image variant ({variant}) from the current tag; only the same variant counts"

@@ -1,8 +1,9 @@
 """Parse image tags and chart versions into comparable versions.
 
-A tag is untrusted input from a registry. It is checked against the OCI tag grammar and the
-128-character limit first, then read by a hand-written scanner that visits every character a
-bounded number of times: parsing is linear in the tag's length and uses no backtracking regex.
+A tag is untrusted input from a registry. Its length is checked first (128 at most), then the
+OCI tag grammar, then a hand-written scanner reads it left to right. The only regexes are single
+character classes with one quantifier (no nesting, no alternation), so no input can make them
+backtrack: every step is linear in the tag's length, and the length is bounded anyway.
 
 How a tag is read, left to right::
 
@@ -32,8 +33,8 @@ How a tag is read, left to right::
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from enum import StrEnum
-from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -116,6 +117,11 @@ class Version(BaseModel):
     def __str__(self) -> str:
         return self.raw
 
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Version:
+        copied = super().model_copy(update=update, deep=deep)
+        copied.__dict__.pop("_sort_key", None)  # the fields may have changed
+        return copied
+
     @property
     def is_prerelease(self) -> bool:
         return bool(self.prerelease)
@@ -130,17 +136,23 @@ class Version(BaseModel):
             return (self.scheme, self.raw)
         return (self.scheme, self.suffix)
 
-    @cached_property
+    @property
     def sort_key(self) -> SortKey:
         """Precedence within a family; equal keys mean the same version (``1.20`` == ``1.20.0``).
 
         A release sorts after its own pre-releases (SemVer 2.0 §11). Numeric identifiers sort
         before words; a shorter identifier list sorts first when it is a prefix of a longer one.
         """
-        pre: PrereleaseKey = tuple(
-            (0, part) if isinstance(part, int) else (1, part) for part in self.prerelease
-        )
-        return (self.release, 0 if self.prerelease else 1, pre, self.revision or 0)
+        # Cached in the instance dict by hand: functools.cached_property takes a lock on 3.11,
+        # and ranking reads this key for every tag. Pydantic compares and dumps fields only.
+        found: SortKey | None = self.__dict__.get("_sort_key")
+        if found is None:
+            pre: PrereleaseKey = tuple(
+                (0, part) if isinstance(part, int) else (1, part) for part in self.prerelease
+            )
+            found = (self.release, 0 if pre else 1, pre, self.revision or 0)
+            self.__dict__["_sort_key"] = found
+        return found
 
 
 def parse_tag(tag: str, *, chart: bool = False) -> Version:
@@ -189,12 +201,12 @@ def _scan(tag: str, *, chart: bool) -> Version:
         return Version(raw=tag, scheme=Scheme.DIGEST_ONLY)
 
     # The release is the run of digit groups joined by single dots; "1.2..3" stops after "1.2".
-    groups = _match(_NUMERIC_RUN, tag, start).group().split(".")
-    for count, group in enumerate(groups):
-        if not group:
-            del groups[count:]
-            break
-    pos = start + sum(len(group) for group in groups) + len(groups) - 1
+    span = _match(_NUMERIC_RUN, tag, start).group()
+    groups = span.split(".")
+    if "" in groups:
+        del groups[groups.index("") :]
+        span = ".".join(groups)
+    pos = start + len(span)
 
     calendar = _read_calendar(tag, groups, pos)
     if calendar is None:

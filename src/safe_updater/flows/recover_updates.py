@@ -7,9 +7,11 @@ then commit) or undoes it (roll back to the snapshot), so no asset is left half-
 |-----------------------------|-----------------------------------------------------|-------------|
 | opened, preflight, snapshot | nothing was changed                                 | failed      |
 | applying                    | roll back to the snapshot (the apply was cut short) | rolled_back |
-| verifying                   | verify again: commit if healthy, else roll back     | updated or rolled_back (+ quarantine) |
+| verifying                   | verify again: commit if healthy, else roll back     | see below   |
 | committing                  | finish the commit                                   | updated     |
 | rolling back                | finish the rollback                                 | rolled_back |
+
+A re-verified attempt ends ``updated``, or ``rolled_back`` with the version quarantined.
 """
 
 from __future__ import annotations

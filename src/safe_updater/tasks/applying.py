@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from safe_updater.domain.assets import Asset
 from safe_updater.domain.plans import AppliedChange, Snapshot
+from safe_updater.failpoints import failpoint
 from safe_updater.runtime import current_runtime
 from safe_updater.tasks.retry import TRANSIENT_RETRIES
 
@@ -25,6 +26,7 @@ def preflight_update(asset: Asset, target: str) -> None:
     """Make sure the target can be applied (image pulls, chart renders) before touching anything."""
     runtime = current_runtime()
     runtime.updater_for(asset).preflight(asset, target)
+    failpoint("after-pull")
 
 
 @task(
@@ -36,7 +38,9 @@ def snapshot_asset(asset: Asset) -> Snapshot:
 
 @task(name="apply-update", task_run_name="apply {asset.id} -> {target}", cache_policy=NO_CACHE)
 def apply_update(asset: Asset, snapshot: Snapshot, target: str) -> AppliedChange:
-    return current_runtime().updater_for(asset).apply(asset, snapshot, target)
+    applied = current_runtime().updater_for(asset).apply(asset, snapshot, target)
+    failpoint("after-apply")
+    return applied
 
 
 @task(

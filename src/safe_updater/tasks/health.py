@@ -10,6 +10,7 @@ from safe_updater.adapters.probes import monitor
 from safe_updater.domain.assets import Asset
 from safe_updater.domain.health import Sample, Verdict
 from safe_updater.domain.plans import AppliedChange
+from safe_updater.failpoints import failpoint
 from safe_updater.runtime import current_runtime
 
 
@@ -30,6 +31,7 @@ def monitor_health(asset: Asset, applied: AppliedChange | None) -> HealthReport:
     probes, policy = runtime.health.plan(asset, applied)
 
     def log_sample(sample: Sample) -> None:
+        failpoint("mid-verify")
         logger.info("health %s: %s %s", sample.check, "ok" if sample.ok else "FAIL", sample.detail)
 
     verdict, samples = monitor(

@@ -12,6 +12,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from safe_updater.domain.journal import AttemptRecord, Outcome, Phase, QuarantineEntry
+from safe_updater.failpoints import failpoint
 from safe_updater.runtime import current_runtime
 from safe_updater.tasks.retry import TRANSIENT_RETRIES
 
@@ -30,7 +31,7 @@ def open_attempt(
     idempotency_key: str,
     flow_run_id: str | None,
 ) -> AttemptRecord:
-    return current_runtime().store.journal.open_attempt(
+    record = current_runtime().store.journal.open_attempt(
         asset_id=asset_id,
         from_version=from_version,
         to_version=to_version,
@@ -38,6 +39,8 @@ def open_attempt(
         idempotency_key=idempotency_key,
         flow_run_id=flow_run_id,
     )
+    failpoint("after-open")
+    return record
 
 
 @task(
@@ -53,9 +56,11 @@ def advance_attempt(
     applied: dict[str, Any] | None = None,
     reason: str | None = None,
 ) -> AttemptRecord:
-    return current_runtime().store.journal.advance(
+    record = current_runtime().store.journal.advance(
         attempt_id, phase, snapshot=snapshot, applied=applied, reason=reason
     )
+    failpoint(f"after-phase:{phase.value}")
+    return record
 
 
 @task(
@@ -78,7 +83,9 @@ def quarantine_version(
     asset_id: str, version: str, reason: str, attempt_id: int | None
 ) -> QuarantineEntry:
     """Keep the failed version from being applied to this asset again (loop prevention)."""
-    return current_runtime().store.quarantine.add(asset_id, version, reason, attempt_id)
+    entry = current_runtime().store.quarantine.add(asset_id, version, reason, attempt_id)
+    failpoint("after-quarantine")
+    return entry
 
 
 @task(name="audit", task_run_name="audit {event}", cache_policy=NO_CACHE, **TRANSIENT_RETRIES)
