@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from safe_updater.adapters.registry import Registry
     from safe_updater.adapters.store import StateStore
     from safe_updater.adapters.updater import AssetUpdater
+    from safe_updater.adapters.versions import VersionSource
     from safe_updater.config import AppConfig
     from safe_updater.domain.health import HealthPolicy
     from safe_updater.domain.plans import AppliedChange
@@ -52,6 +53,8 @@ class Runtime:
     clock: Callable[[], datetime] = _utcnow
     sleep: Callable[[float], None] = time.sleep
     closers: list[Callable[[], None]] = field(default_factory=list)
+    versions: Mapping[tuple[AssetKind, str], VersionSource] = field(default_factory=dict)
+    """Where an asset's versions come from when not its image registry (Helm charts)."""
 
     def inventory_for(self, asset_id: str) -> Inventory:
         kind, parts = parse_asset_id(asset_id)
@@ -83,6 +86,15 @@ class Runtime:
                 f"no updater is configured for {asset.kind.value} target {asset.target!r}",
                 hint="add a target of that kind under `targets:` in the config",
             ) from None
+
+    def versions_for(self, asset: Asset) -> VersionSource:
+        """The asset's version source: configured per target, else its image registry."""
+        source = self.versions.get((asset.kind, asset.target))
+        if source is not None:
+            return source
+        from safe_updater.adapters.versions import ImageVersions
+
+        return ImageVersions(self.registry)
 
     def close(self) -> None:
         for closer in reversed(self.closers):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from enum import IntEnum
 
+import click
 import typer
 from rich.console import Console
 
@@ -49,13 +50,43 @@ def _register_commands() -> None:
         register(app)
 
 
-def main() -> None:
-    """Console-script entry point: user errors become one line and exit code, never a traceback."""
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: user errors become one line and exit code, never a traceback.
+
+    Click's own usage errors (missing argument, bad option value, unknown command) are printed
+    as ``error: <message> (fix: see `safe-updater COMMAND --help`)`` with exit code 2, like
+    every other bad input, instead of Click's multi-line box.
+    """
     _register_commands()
     try:
-        app()
+        result = app(args=argv, prog_name="safe-updater", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as error:
+        # `safe-updater` or a command group without a subcommand: the help is the answer.
+        text = error.format_message()
+        if text.strip():
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        raise SystemExit(int(ExitCode.BAD_INPUT)) from None
+    except click.exceptions.UsageError as error:
+        command = error.ctx.command_path if error.ctx is not None else "safe-updater"
+        err_console.print(
+            f"error: {_one_line(error.format_message())} (fix: see `{command} --help`)",
+            markup=False,
+        )
+        raise SystemExit(int(ExitCode.BAD_INPUT)) from None
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        raise SystemExit(int(ExitCode.FAILURE)) from None
+    except click.exceptions.ClickException as error:
+        err_console.print(f"error: {_one_line(error.format_message())}", markup=False)
+        raise SystemExit(error.exit_code) from None
     except SafeUpdaterError as error:
         raise SystemExit(fail(error).exit_code) from None
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+    # Without standalone mode Click returns the code of a `typer.Exit` (or the command's value).
+    sys.exit(result if isinstance(result, int) else 0)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())

@@ -35,27 +35,25 @@ class Candidates(BaseModel):
 
 @task(
     name="fetch-candidates",
-    task_run_name="tags of {asset.id}",
+    task_run_name="versions of {asset.id}",
     cache_policy=NO_CACHE,
     **TRANSIENT_RETRIES,
 )
 def fetch_candidates(asset: Asset, with_release_times: bool = False) -> Candidates:
-    """List the repository's tags; for a mutable tag, compare digests."""
-    if asset.image is None:
-        raise InvalidInputError(f"asset {asset.id} has no image reference")
-    registry = current_runtime().registry
-    tags = registry.list_tags(asset.image)
+    """List the versions the asset's source offers; for a mutable tag, compare digests."""
+    source = current_runtime().versions_for(asset)
+    tags = source.list_versions(asset)
     result = Candidates(tags=tags, current_digest=asset.current_digest)
     try:
         scheme = parse_tag(asset.current_version).scheme
     except InvalidInputError:
         scheme = Scheme.DIGEST_ONLY
     if scheme is Scheme.DIGEST_ONLY:
-        result.remote_digest = registry.digest(asset.image.with_tag(asset.current_version))
+        result.remote_digest = source.digest(asset, asset.current_version)
     elif with_release_times:
         ranking = rank_candidates(asset.current_version, tags, allow_prerelease=True)
         for verdict in ranking.accepted[:_MAX_AGE_LOOKUPS]:
-            created = registry.created_at(asset.image.with_tag(verdict.tag))
+            created = source.created_at(asset, verdict.tag)
             if created is not None:
                 result.release_times[verdict.tag] = created
     return result
