@@ -340,3 +340,38 @@ def test_dry_run_changes_nothing(make: Any) -> None:
         result = update_asset(WEB, dry_run=True)
     assert result["outcome"] == "skipped" and result["to"] == "1.0.2"
     assert h.running == "1.0.0" and h.store.journal.history(WEB) == []
+
+
+def _events_for(asset_id: str, want: set[str], deadline: float = 30) -> set[str]:
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    end = time.monotonic() + deadline
+    seen: set[str] = set()
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < end and not want <= seen:
+            page = client.read_events(
+                filter=EventFilter(
+                    event=EventNameFilter(prefix=["safe-updater.update."]),
+                    resource=EventResourceFilter(id=[f"safe-updater.asset.{asset_id}"]),
+                ),
+                limit=50,
+            )
+            seen = {e.event for e in page.events}
+            time.sleep(0.5)
+    return seen
+
+
+def test_runs_emit_update_events_and_a_report_artifact(make: Any) -> None:
+    from prefect.artifacts import Artifact
+
+    from safe_updater.tasks.recording import artifact_key
+
+    h = make()
+    h.world.broken.add("1.0.2")
+    with use_runtime(h.runtime):
+        update_asset(WEB, approval="defer")
+    want = {"safe-updater.update.applied", "safe-updater.update.rolled-back"}
+    assert want <= _events_for(WEB, want)
+    artifact = Artifact.get(artifact_key(WEB))
+    assert artifact is not None and artifact.type == "table"
+    assert "rolled_back" in str(artifact.data)
