@@ -41,6 +41,9 @@ def configure_prefect_environment(settings: Settings | None = None) -> None:
     # The embedded server migrates its database on first start; on a busy 2-core host that
     # takes longer than Prefect's default 20 s.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    # The embedded server logs tracebacks when it is stopped mid-flush at exit; the CLI's answer
+    # is one line, and the run's own logs still reach the API.
+    os.environ.setdefault("PREFECT_LOGGING_SERVER_LEVEL", "CRITICAL")
     if "PREFECT_HOME" not in os.environ and "PREFECT_API_URL" not in os.environ:
         home = settings.home / "prefect"
         # Prefect creates its home without parents and then fails to open its database.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from safe_updater.adapters.docker_engine import ContainerEngine, ContainerInfo
+from safe_updater.adapters.docker_engine import ContainerEngine, ContainerInfo, ImageInfo
 from safe_updater.adapters.docker_updater import is_helper_name
 from safe_updater.adapters.errors import ImageNotFoundError
 from safe_updater.domain.assets import (
@@ -60,14 +60,19 @@ class DockerInventory:
             for info in self._engine.list_containers(all=include_stopped, label=label):
                 seen.setdefault(info.id, info)
         assets = []
+        images: dict[str, ImageInfo | None] = {}  # many containers share an image: inspect once
         for info in seen.values():
-            asset = self.to_asset(info)
+            asset = self.to_asset(info, images=images)
             if asset is not None:
                 assets.append(asset)
         return sorted(assets, key=lambda a: a.name)
 
-    def to_asset(self, info: ContainerInfo) -> Asset | None:
-        """The asset for one container, or ``None`` if it did not opt in or cannot be updated."""
+    def to_asset(
+        self, info: ContainerInfo, *, images: dict[str, ImageInfo | None] | None = None
+    ) -> Asset | None:
+        """The asset for one container, or ``None`` if it did not opt in or cannot be updated.
+
+        ``images`` caches image inspections by image id across calls (one listing)."""
         if not is_opted_in(info.labels) or is_helper_name(info.name):
             return None
         try:
@@ -82,10 +87,14 @@ class DockerInventory:
             return None
         digest = image.digest
         if digest is None:
-            try:
-                digest = self._engine.inspect_image(info.image_id).digest_for(image)
-            except ImageNotFoundError:
-                digest = None
+            cache = {} if images is None else images
+            if info.image_id not in cache:
+                try:
+                    cache[info.image_id] = self._engine.inspect_image(info.image_id)
+                except ImageNotFoundError:
+                    cache[info.image_id] = None
+            found = cache[info.image_id]
+            digest = found.digest_for(image) if found is not None else None
         return Asset(
             id=docker_asset_id(self._host, info.name),
             kind=AssetKind.DOCKER,

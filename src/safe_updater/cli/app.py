@@ -7,10 +7,11 @@ Command groups live in sibling modules (``versions_cmds``, ``config_cmds``, ...)
 
 from __future__ import annotations
 
+import importlib
 import sys
 from enum import IntEnum
+from typing import Any
 
-import click
 import typer
 from rich.console import Console
 
@@ -24,6 +25,12 @@ class ExitCode(IntEnum):
     ROLLED_BACK = 3
     AWAITING_APPROVAL = 4
 
+
+# Click's exception classes, wherever this Typer takes Click from (its own copy since 0.2x).
+_click_errors: Any = importlib.import_module(typer.BadParameter.__module__)
+UsageError: Any = _click_errors.UsageError
+ClickException: Any = _click_errors.ClickException
+NoArgsIsHelpError: Any = getattr(_click_errors, "NoArgsIsHelpError", type(None))
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -43,11 +50,20 @@ def fail(error: SafeUpdaterError) -> typer.Exit:
     return typer.Exit(int(code))
 
 
+_registered = False
+
+
 def _register_commands() -> None:
+    """Add every command module's commands to ``app``, once (``main`` may run many times in
+    one process, e.g. in tests)."""
+    global _registered
+    if _registered:
+        return
     from safe_updater.cli import registry
 
     for register in registry.all_registrations():
         register(app)
+    _registered = True
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -60,23 +76,23 @@ def main(argv: list[str] | None = None) -> None:
     _register_commands()
     try:
         result = app(args=argv, prog_name="safe-updater", standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as error:
+    except NoArgsIsHelpError as error:
         # `safe-updater` or a command group without a subcommand: the help is the answer.
         text = error.format_message()
         if text.strip():
             sys.stdout.write(text if text.endswith("\n") else text + "\n")
         raise SystemExit(int(ExitCode.BAD_INPUT)) from None
-    except click.exceptions.UsageError as error:
+    except UsageError as error:
         command = error.ctx.command_path if error.ctx is not None else "safe-updater"
         err_console.print(
             f"error: {_one_line(error.format_message())} (fix: see `{command} --help`)",
             markup=False,
         )
         raise SystemExit(int(ExitCode.BAD_INPUT)) from None
-    except click.exceptions.Abort:
+    except typer.Abort:
         err_console.print("aborted")
         raise SystemExit(int(ExitCode.FAILURE)) from None
-    except click.exceptions.ClickException as error:
+    except ClickException as error:
         err_console.print(f"error: {_one_line(error.format_message())}", markup=False)
         raise SystemExit(error.exit_code) from None
     except SafeUpdaterError as error:
@@ -89,4 +105,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _one_line(text: str) -> str:
+    text = text.replace("Value error, ", "")  # pydantic's prefix on Typer's coercion errors
     return " ".join(part.strip() for part in text.splitlines() if part.strip())

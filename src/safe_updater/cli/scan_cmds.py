@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from safe_updater.cli.common import (
     ConfigOption,
     JsonOption,
-    console,
     prepare_environment,
     print_json,
     print_table,
@@ -35,15 +44,7 @@ def scan(
     from safe_updater.flows.scan_inventory import scan_inventory
 
     if sys.stderr.isatty() and not json_out:
-        with Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as progress:
-            progress.add_task("scanning targets and registries", total=None)
-            plan = run_quietly(scan_inventory, evaluate=not no_evaluate)
+        plan = _scan_with_progress(scan_inventory, not no_evaluate)
     else:
         plan = run_quietly(scan_inventory, evaluate=not no_evaluate)
     if json_out:
@@ -63,3 +64,40 @@ def scan(
             for r in plan
         ],
     )
+
+
+class _ProgressBar:
+    """Feeds the scan's progress (assets found, then planned per repository) to a Rich bar."""
+
+    def __init__(self, progress: Progress, task: TaskID, evaluate: bool) -> None:
+        self._progress = progress
+        self._task = task
+        self._evaluate = evaluate
+
+    def found(self, total: int) -> None:
+        what = "asking registries and planning" if self._evaluate else "listing assets"
+        self._progress.update(self._task, total=total, description=what)
+
+    def planned(self, count: int) -> None:
+        self._progress.advance(self._task, count)
+
+
+def _scan_with_progress(
+    scan_inventory: Callable[..., list[dict[str, Any]]], evaluate: bool
+) -> list[dict[str, Any]]:
+    """Run the scan flow with a progress bar on stderr: total = assets found, advancing as
+    each repository's assets are planned."""
+    from safe_updater.flows.scan_inventory import scan_progress
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as progress:
+        task = progress.add_task("finding assets on every target", total=None)
+        with scan_progress(_ProgressBar(progress, task, evaluate)):
+            return run_quietly(scan_inventory, evaluate=evaluate)

@@ -33,7 +33,14 @@ from safe_updater.domain.durations import format_duration, parse_duration
 from safe_updater.domain.errors import InvalidInputError
 from safe_updater.domain.fields import Duration, WordList, as_value_error
 from safe_updater.domain.patterns import Pin, first_match, parse_pin, validate_pattern, validate_pin
-from safe_updater.domain.versions import ChangeType, Scheme, TagVerdict, Version, parse_tag
+from safe_updater.domain.versions import (
+    ChangeType,
+    ParsedTags,
+    Scheme,
+    TagVerdict,
+    Version,
+    parse_tag,
+)
 from safe_updater.domain.versions import rank_candidates as _rank_candidates
 from safe_updater.domain.windows import MaintenanceWindow, any_open, next_opening, parse_windows
 
@@ -468,7 +475,7 @@ class Decision(BaseModel):
 def decide(
     ctx: AssetContext,
     current: str,
-    tags: Iterable[str],
+    tags: Iterable[str] | ParsedTags,
     policy: EffectivePolicy,
     *,
     now: datetime,
@@ -478,9 +485,11 @@ def decide(
 ) -> Decision:
     """Judge every tag for ``ctx`` running ``current`` and pick the targets.
 
-    ``now`` must be timezone-aware. ``quarantined`` holds tags (or versions) that failed on this
-    asset. ``release_times`` maps tags to when they were published; with a minimum release age a
-    tag without one is not applied. ``digest_changed`` says the image behind ``current`` changed.
+    ``tags`` may be a repository's :class:`ParsedTags`, parsed once and shared by the assets
+    that run it. ``now`` must be timezone-aware. ``quarantined`` holds tags (or versions) that
+    failed on this asset. ``release_times`` maps tags to when they were published; with a
+    minimum release age a tag without one is not applied. ``digest_changed`` says the image
+    behind ``current`` changed.
     Raises :class:`InvalidInputError` if ``current`` is not a valid tag.
     """
     ranking = _rank_candidates(

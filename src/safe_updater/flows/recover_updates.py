@@ -29,6 +29,9 @@ from safe_updater.tasks.journaling import advance_attempt, audit, close_attempt,
 from safe_updater.tasks.queries import find_open_attempts
 from safe_updater.tasks.recording import emit_update_event
 
+# Written into the reason of a rollback whose version failed on its merits (it gets quarantined).
+FAILED_VERIFICATION = "failed verification"
+
 
 @flow(
     name="recover-updates",
@@ -74,23 +77,7 @@ def recover_attempt(attempt: AttemptRecord, *, actor: str) -> UpdateResult:
             actor,
             "interrupted before the change was applied; nothing to undo",
         )
-    if attempt.phase is Phase.APPLYING or applied is None:
-        why = "interrupted while applying; the new version was never verified"
-        advance_attempt(attempt.id, Phase.ROLLING_BACK, reason=why)
-        serving = rollback_and_quarantine(
-            asset,
-            snapshot,
-            None,
-            attempt.id,
-            attempt.to_version,
-            why=why,
-            quarantine=False,
-            actor=actor,
-        )
-        return _close(
-            attempt, Outcome.ROLLED_BACK, actor, f"{why}; rolled back, {serving} is serving"
-        )
-    if attempt.phase is Phase.VERIFYING:
+    if attempt.phase is Phase.VERIFYING and applied is not None:
         report = monitor_health(asset, applied)
         if report.healthy:
             advance_attempt(attempt.id, Phase.COMMITTING)
@@ -104,27 +91,33 @@ def recover_attempt(attempt: AttemptRecord, *, actor: str) -> UpdateResult:
                 actor,
                 f"re-verified after a crash: {report.verdict.reason}",
             )
-        why = f"{attempt.to_version} failed verification: {report.verdict.reason}"
-        advance_attempt(attempt.id, Phase.ROLLING_BACK, reason=why)
-        serving = rollback_and_quarantine(
-            asset,
-            snapshot,
-            applied,
-            attempt.id,
-            attempt.to_version,
-            why=why,
-            quarantine=True,
-            actor=actor,
-        )
-        return _close(
-            attempt, Outcome.ROLLED_BACK, actor, f"{why}; rolled back, {serving} is serving"
-        )
-    if attempt.phase is Phase.COMMITTING:
+        why = f"{attempt.to_version} {FAILED_VERIFICATION}: {report.verdict.reason}"
+        return _roll_back(attempt, asset, snapshot, applied, why, actor=actor, quarantine=True)
+    if attempt.phase is Phase.COMMITTING and applied is not None:
         commit_update(asset, snapshot, applied)
         return _close(attempt, Outcome.UPDATED, actor, "commit finished after a crash")
-    # ROLLING_BACK: the verdict (or an apply failure) was recorded as the reason.
-    why = attempt.reason or "rollback interrupted"
-    quarantine = "failed verification" in why
+    if attempt.phase is Phase.ROLLING_BACK and attempt.reason:
+        # The verdict (or the apply failure) that started the rollback is the row's reason.
+        quarantine = FAILED_VERIFICATION in attempt.reason
+        return _roll_back(
+            attempt, asset, snapshot, applied, attempt.reason, actor=actor, quarantine=quarantine
+        )
+    why = "interrupted while applying; the new version was never verified"
+    return _roll_back(attempt, asset, snapshot, applied, why, actor=actor, quarantine=False)
+
+
+def _roll_back(
+    attempt: AttemptRecord,
+    asset: Asset,
+    snapshot: Snapshot,
+    applied: AppliedChange | None,
+    why: str,
+    *,
+    actor: str,
+    quarantine: bool,
+) -> UpdateResult:
+    if attempt.phase is not Phase.ROLLING_BACK:
+        advance_attempt(attempt.id, Phase.ROLLING_BACK, reason=why)
     serving = rollback_and_quarantine(
         asset,
         snapshot,

@@ -16,7 +16,7 @@ from safe_updater.domain.errors import SafeUpdaterError
 from safe_updater.domain.journal import AttemptRecord, Outcome, Phase
 from safe_updater.domain.plans import AppliedChange, Snapshot, UpdateResult
 from safe_updater.domain.policy import Decision
-from safe_updater.flows.recover_updates import rollback_and_quarantine
+from safe_updater.flows.recover_updates import FAILED_VERIFICATION, rollback_and_quarantine
 from safe_updater.flows.reporting import report_rows, summary_markdown
 from safe_updater.tasks.applying import (
     apply_update,
@@ -55,14 +55,7 @@ def apply_and_verify(
     from).
     """
     logger = get_run_logger()
-    attempt = open_attempt(
-        asset.id,
-        asset.current_version,
-        target,
-        change_type,
-        idempotency_key(run_id, asset.id, target),
-        run_id,
-    )
+    attempt = open_attempt_for(asset, target, change_type, run_id)
     audit(
         "update.started",
         asset.id,
@@ -168,7 +161,7 @@ def apply_and_verify(
         run_id,
         actor,
         finish,
-        why=f"{target} failed verification: {report.verdict.reason}",
+        why=f"{target} {FAILED_VERIFICATION}: {report.verdict.reason}",
         quarantine=True,
         success=success,
         report=report,
@@ -248,15 +241,9 @@ def record_awaiting_approval(
         f"safe-updater approve {asset.id}"
     )
     reasons.append(why)
-    attempt = open_attempt(
-        asset.id,
-        asset.current_version,
-        target,
-        change_type,
-        idempotency_key(run_id, asset.id, target),
-        run_id,
+    attempt = record_closed_attempt(
+        asset, target, change_type, run_id, Outcome.AWAITING_APPROVAL, why
     )
-    close_attempt(attempt.id, Outcome.AWAITING_APPROVAL, why)
     audit(
         "approval.requested",
         asset.id,
@@ -284,6 +271,28 @@ def record_awaiting_approval(
         change_type=change_type,
         attempt_id=attempt.id,
     )
+
+
+def open_attempt_for(
+    asset: Asset, target: str, change_type: str, run_id: str | None
+) -> AttemptRecord:
+    """The journal row of this run's attempt to move ``asset`` to ``target`` (idempotent)."""
+    return open_attempt(
+        asset.id,
+        asset.current_version,
+        target,
+        change_type,
+        idempotency_key(run_id, asset.id, target),
+        run_id,
+    )
+
+
+def record_closed_attempt(
+    asset: Asset, target: str, change_type: str, run_id: str | None, outcome: Outcome, why: str
+) -> AttemptRecord:
+    """A decision that changed nothing (approval requested, rejected, expired), in the journal."""
+    attempt = open_attempt_for(asset, target, change_type, run_id)
+    return close_attempt(attempt.id, outcome, why)
 
 
 def journal_snapshot(asset: Asset, snapshot: Snapshot) -> dict[str, Any]:

@@ -22,13 +22,13 @@ from safe_updater.flows.recover_updates import recover_updates
 from safe_updater.flows.steps import (
     apply_and_verify,
     finish_without_change,
-    idempotency_key,
     record_awaiting_approval,
+    record_closed_attempt,
 )
 from safe_updater.tasks.detection import fetch_candidates
 from safe_updater.tasks.discovery import resolve_asset
 from safe_updater.tasks.gating import decide_update, effective_policy, rollback_budget_exhausted
-from safe_updater.tasks.journaling import audit, close_attempt, open_attempt
+from safe_updater.tasks.journaling import audit
 from safe_updater.tasks.queries import find_open_attempts
 from safe_updater.tasks.recording import emit_update_event
 from safe_updater.tasks.settings import approval_poll_interval
@@ -134,15 +134,7 @@ def update_asset(
             final = Outcome.REJECTED if outcome.state == "rejected" else Outcome.EXPIRED
             why = f"approval {outcome.state}" + (f": {outcome.reason}" if outcome.reason else "")
             reasons.append(why)
-            attempt = open_attempt(
-                asset.id,
-                asset.current_version,
-                target,
-                change_type,
-                idempotency_key(run_id, asset.id, target),
-                run_id,
-            )
-            close_attempt(attempt.id, final, why)
+            attempt = record_closed_attempt(asset, target, change_type, run_id, final, why)
             emit_update_event("rejected", asset.id, {"to": target, "state": outcome.state}, run_id)
             return finish_without_change(
                 asset,
