@@ -267,6 +267,16 @@ class ChartSource(BaseModel):
         description="Chart repository URL (https://...) or OCI registry (oci://...)."
     )
     chart: str | None = Field(default=None, description="Chart name; default: the release's chart.")
+    track: Literal["chart", "image"] | None = Field(
+        default=None,
+        description="What to update: the chart version, or the app image tag inside the "
+        "release's values. Default: image when values_path is set, else chart.",
+    )
+    image: str | None = Field(
+        default=None,
+        description="Image repository to look up tags in when tracking the image; default: the "
+        "`repository` value next to values_path in the release's values.",
+    )
     values_path: str | None = Field(
         default=None,
         description="Dotted path of an image tag in the values (e.g. image.tag) to track the "

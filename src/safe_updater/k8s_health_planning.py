@@ -27,7 +27,7 @@ from safe_updater.adapters.k8s_inventory import (
     HELM_RELEASE_NAME,
     HELM_RELEASE_NAMESPACE,
 )
-from safe_updater.adapters.kubernetes import KubeApi
+from safe_updater.adapters.kube_api import KubeApi
 from safe_updater.adapters.probes import HttpProbe, Probe, TcpProbe
 from safe_updater.config import AppConfig
 from safe_updater.domain.assets import Asset, AssetKind

@@ -184,6 +184,8 @@ up() {
     log "build cache is cold; building first (scripts/install-system-deps does this ahead of time)"
     build
   fi
+  # Everything here talks to 127.0.0.1: never through a proxy from the environment.
+  unset http_proxy https_proxy all_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY
   # Whatever fails from here on (a wait, a helm push, set -e): stop what was started.
   trap 'down >/dev/null 2>&1' EXIT
   mkdir -p "$S/logs" "$S/pids" "$S/etcd"

@@ -1,4 +1,4 @@
-"""adapters/kubernetes: error translation, the client factory, paging (no cluster needed)."""
+"""adapters/kube_api: error translation, the client factory, paging (no cluster needed)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from safe_updater.adapters.errors import EngineUnavailableError
-from safe_updater.adapters.kubernetes import (
+from safe_updater.adapters.kube_api import (
     RBAC_FILE,
     KubeApi,
     Page,

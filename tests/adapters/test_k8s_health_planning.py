@@ -7,10 +7,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from support.fake_kube import FakeKubeApi, deployment
 
 from safe_updater.adapters.k8s_health import KubernetesExecProbe, RolloutProbe
-from safe_updater.adapters.kubernetes import ExecResult
+from safe_updater.adapters.kube_api import ExecResult
 from safe_updater.adapters.probes import HttpProbe, TcpProbe
 from safe_updater.config import AppConfig
 from safe_updater.domain.assets import Asset, AssetKind, ImageRef
@@ -19,6 +18,7 @@ from safe_updater.domain.health import ExecCheck
 from safe_updater.domain.plans import AppliedChange
 from safe_updater.domain.rollout import RolloutCheck
 from safe_updater.k8s_health_planning import KubernetesHealthPlanner, release_workloads
+from support.fake_kube import FakeKubeApi, deployment
 
 AT = datetime(2026, 11, 25, tzinfo=UTC)
 H = "safe-updater.io/health."

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from support.fake_kube import FakeKubeApi, deployment
 
 from safe_updater.adapters.k8s_inventory import (
     HELM_RELEASE_LABEL,
@@ -11,6 +10,7 @@ from safe_updater.adapters.k8s_inventory import (
     KubernetesInventory,
 )
 from safe_updater.domain.assets import AssetKind
+from support.fake_kube import FakeKubeApi, deployment
 
 IMG = "localhost:5000/demo/web:1.0.0"
 

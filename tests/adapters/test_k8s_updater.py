@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from support.fake_kube import FakeKubeApi, deployment
-from support.fakes import FakeRegistry
 
 from safe_updater.adapters.errors import ImageNotFoundError
 from safe_updater.adapters.k8s_inventory import KubernetesInventory
 from safe_updater.adapters.k8s_updater import KubernetesImageUpdater, image_patch, retag
 from safe_updater.domain.assets import Asset, ImageRef
 from safe_updater.domain.errors import ConflictError, NotFoundError, PolicyViolationError
+from support.fake_kube import FakeKubeApi, deployment
+from support.fakes import FakeRegistry
 
 REPO = "localhost:5000/demo/web"
 
@@ -145,7 +145,7 @@ def test_preflight_refuses_missing_tags_helm_workloads_and_forbidden_patch() -> 
 
 
 def test_digest_pinned_images_stay_pinned() -> None:
-    api, updater, asset = setup(
+    _, updater, asset = setup(
         containers=[{"name": "app", "image": f"{REPO}:1.0.0@sha256:" + "c" * 64}]
     )
     snapshot = updater.snapshot(asset)

@@ -1,4 +1,4 @@
-"""KubernetesCluster block: save/load through a real Prefect server; the inline config stays secret."""
+"""KubernetesCluster block: save/load through a Prefect server; the inline config stays secret."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import cast
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from safe_updater.adapters.kubernetes import KubeApi
+from safe_updater.adapters.kube_api import KubeApi
 from safe_updater.blocks.kubernetes_cluster import KubernetesCluster
 from safe_updater.domain.errors import ConfigError
 

@@ -94,7 +94,9 @@ STS_DONE = {
         (
             workload(
                 "StatefulSet",
-                spec={"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}},
+                spec={
+                    "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}
+                },
                 **{**STS_DONE, "updatedReplicas": 1, "currentRevision": "w-1"},
             ),
             True,
@@ -102,7 +104,9 @@ STS_DONE = {
         (
             workload(
                 "StatefulSet",
-                spec={"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 1}}},
+                spec={
+                    "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 1}}
+                },
                 **{**STS_DONE, "updatedReplicas": 1, "currentRevision": "w-1"},
             ),
             None,

@@ -375,3 +375,26 @@ def test_runs_emit_update_events_and_a_report_artifact(make: Any) -> None:
     artifact = Artifact.get(artifact_key(WEB))
     assert artifact is not None and artifact.type == "table"
     assert "rolled_back" in str(artifact.data)
+
+
+def test_asset_lock_serializes_changes_to_one_asset() -> None:
+    from safe_updater.tasks.locks import asset_lock, asset_lock_name
+
+    name = asset_lock_name("helm:prod/web/api")
+    assert name.startswith("safe-updater-asset-helm-prod-web-api-")
+    spans: list[tuple[float, float]] = []
+
+    def hold() -> None:
+        with asset_lock("helm:prod/web/api"):
+            start = time.monotonic()
+            time.sleep(1.0)
+            spans.append((start, time.monotonic()))
+
+    threads = [threading.Thread(target=hold) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert len(spans) == 2
+    first, second = sorted(spans)
+    assert second[0] >= first[1]  # never both inside the lock at once

@@ -17,7 +17,7 @@ from typing import Any
 from k8s_support import CRASHLOOP_LABEL, FAIL_LABEL, K8sCluster
 
 from safe_updater.adapters.k8s_health import RolloutProbe
-from safe_updater.adapters.kubernetes import KubeApi
+from safe_updater.adapters.kube_api import KubeApi
 from safe_updater.adapters.probes import Probe, monitor
 from safe_updater.domain.health import HealthPolicy, Sample, Verdict
 from safe_updater.domain.rollout import RolloutCheck

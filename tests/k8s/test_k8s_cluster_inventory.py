@@ -12,7 +12,7 @@ from k8s_workloads import create_workload, workload_manifest
 
 from safe_updater.adapters.k8s_inventory import HELM_RELEASE_LABEL, KubernetesInventory
 from safe_updater.adapters.k8s_updater import KubernetesImageUpdater
-from safe_updater.adapters.kubernetes import KubeApi, Page
+from safe_updater.adapters.kube_api import KubeApi, Page
 from safe_updater.adapters.registry import OciRegistry
 from safe_updater.config import AppConfig
 from safe_updater.domain.assets import Asset, AssetKind, helm_asset_id
@@ -126,7 +126,7 @@ def test_helm_release_relation(
         current_version="1.0.0",
         chart="demo",
     )
-    probes, policy = KubernetesHealthPlanner(AppConfig(), {"tb": api}).plan(release, None)
+    probes, _ = KubernetesHealthPlanner(AppConfig(), {"tb": api}).plan(release, None)
     try:
         assert [p.name for p in probes] == ["rollout deployment/demo-demo"]
         sample = probes[0].check(datetime.now(UTC))

@@ -20,7 +20,7 @@ from k8s_workloads import create_workload, watch_rollout, workload_manifest
 from safe_updater.adapters.k8s_health import RolloutProbe
 from safe_updater.adapters.k8s_inventory import KubernetesInventory
 from safe_updater.adapters.k8s_updater import KubernetesImageUpdater
-from safe_updater.adapters.kubernetes import RBAC_FILE, KubeApi
+from safe_updater.adapters.kube_api import RBAC_FILE, KubeApi
 from safe_updater.adapters.registry import OciRegistry
 from safe_updater.domain.errors import AuthError
 from safe_updater.domain.health import VerdictState

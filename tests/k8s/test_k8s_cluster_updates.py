@@ -22,7 +22,7 @@ from k8s_workloads import (
 
 from safe_updater.adapters.k8s_inventory import KubernetesInventory
 from safe_updater.adapters.k8s_updater import KubernetesImageUpdater
-from safe_updater.adapters.kubernetes import KubeApi
+from safe_updater.adapters.kube_api import KubeApi
 from safe_updater.adapters.registry import OciRegistry
 from safe_updater.domain.assets import Asset
 from safe_updater.domain.health import VerdictState

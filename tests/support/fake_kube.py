@@ -1,4 +1,4 @@
-"""A stateful fake of :class:`safe_updater.adapters.kubernetes.KubeApi` for unit tests.
+"""A stateful fake of :class:`safe_updater.adapters.kube_api.KubeApi` for unit tests.
 
 It keeps objects as JSON dicts, pages lists, and applies the one kind of strategic merge patch
 the updater sends (containers merged by name). The real API is covered by tests/k8s.
@@ -10,7 +10,7 @@ import copy
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from safe_updater.adapters.kubernetes import Page, canonical_kind
+from safe_updater.adapters.kube_api import Page, canonical_kind
 from safe_updater.domain.errors import AuthError, NotFoundError
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from safe_updater.adapters.kubernetes import (
+from safe_updater.adapters.kube_api import (
     KubeApi,
     canonical_kind,
     interrupt_response,

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
-from safe_updater.adapters.kubernetes import WORKLOAD_KINDS, KubeClient, canonical_kind
+from safe_updater.adapters.kube_api import WORKLOAD_KINDS, KubeClient, canonical_kind
 from safe_updater.domain.assets import (
     ENABLE_LABEL,
     LABEL_PREFIX,

@@ -13,12 +13,18 @@ apply       patch ``spec.template.spec.(init)containers[name=<c>].image`` and no
             generation. Already on the target image: nothing to do (resume after a crash)
 commit      nothing: the controller keeps no old copy to drop                            nothing
 rollback    patch the snapshot's image back, unless it is already there. Works from the  the image
-            snapshot alone (``applied`` None after a crash during apply)
+            snapshot alone (``applied`` None after a crash during apply). StatefulSet:
+            then delete its pods of the failed revision that are not Ready (below)
 ==========  ==========================================================================  ==========
 
 The controller does the rest: a Deployment rolls its pods to a new ReplicaSet (rollback returns
 to the old one), a StatefulSet or DaemonSet rolls its pods by revision. A CronJob has no rollout:
 the change applies to jobs started afterwards.
+
+A StatefulSet's rolling update waits for a broken pod to become Ready before it goes on, also
+after the template was reverted, so its rollback deletes the pods of another revision that are
+not Ready once the controller has observed the reverted template (Kubernetes' documented "forced
+rollback"; needs ``delete`` on pods).
 
 Someone else's change is never overwritten: ``apply`` refuses (``ConflictError``) when the
 container runs neither the snapshot's image nor the target, and ``rollback`` when it runs neither
@@ -38,7 +44,7 @@ from safe_updater.adapters.k8s_inventory import (
     helm_release_of,
     workload_containers,
 )
-from safe_updater.adapters.kubernetes import KubeClient, canonical_kind
+from safe_updater.adapters.kube_api import KubeClient, canonical_kind
 from safe_updater.adapters.registry import Registry
 from safe_updater.domain.assets import Asset, AssetKind, ImageRef
 from safe_updater.domain.errors import (

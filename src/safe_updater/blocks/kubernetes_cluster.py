@@ -8,7 +8,7 @@ from kubernetes.client import ApiClient
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, model_validator
 
-from safe_updater.adapters.kubernetes import DEFAULT_REQUEST_TIMEOUT, KubeApi, new_api_client
+from safe_updater.adapters.kube_api import DEFAULT_REQUEST_TIMEOUT, KubeApi, new_api_client
 
 __all__ = ["KubernetesCluster"]
 
@@ -21,7 +21,7 @@ class KubernetesCluster(Block):
         ```python
         cluster = KubernetesCluster(name="prod", kubeconfig_path="/etc/su/kubeconfig",
                                     context="prod-admin")
-        api = cluster.get_api()          # safe_updater.adapters.kubernetes.KubeApi
+        api = cluster.get_api()          # safe_updater.adapters.kube_api.KubeApi
         client = cluster.get_api_client()  # kubernetes.client.ApiClient
         ```
     """

@@ -13,6 +13,7 @@ from safe_updater.domain.assets import Asset
 from safe_updater.domain.plans import AppliedChange, Snapshot
 from safe_updater.failpoints import failpoint
 from safe_updater.runtime import current_runtime
+from safe_updater.tasks.locks import asset_lock
 from safe_updater.tasks.retry import TRANSIENT_RETRIES
 
 
@@ -38,7 +39,8 @@ def snapshot_asset(asset: Asset) -> Snapshot:
 
 @task(name="apply-update", task_run_name="apply {asset.id} -> {target}", cache_policy=NO_CACHE)
 def apply_update(asset: Asset, snapshot: Snapshot, target: str) -> AppliedChange:
-    applied = current_runtime().updater_for(asset).apply(asset, snapshot, target)
+    with asset_lock(asset.id):
+        applied = current_runtime().updater_for(asset).apply(asset, snapshot, target)
     failpoint("after-apply")
     return applied
 
@@ -62,5 +64,6 @@ def commit_update(asset: Asset, snapshot: Snapshot, applied: AppliedChange) -> N
 def rollback_update(asset: Asset, snapshot: Snapshot, applied: AppliedChange | None) -> str | None:
     """Restore the snapshot; returns the version serving afterwards, read from the system."""
     updater = current_runtime().updater_for(asset)
-    updater.rollback(asset, snapshot, applied)
+    with asset_lock(asset.id):
+        updater.rollback(asset, snapshot, applied)
     return updater.running_version(asset)
