@@ -218,6 +218,11 @@ class KubernetesTarget(BaseModel):
     exclude_namespaces: list[str] = Field(
         default_factory=list, description="Namespaces never touched (globs)."
     )
+    helm: str = Field(
+        default="helm",
+        description="The helm binary (3.14+ or 4.x) used for this cluster's releases: a path or "
+        "a name on PATH.",
+    )
 
 
 class TargetsConfig(BaseModel):

@@ -8,21 +8,34 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from safe_updater.adapters.chart_sources import ChartSources
 from safe_updater.adapters.docker_engine import DockerSdkEngine, TlsSettings
 from safe_updater.adapters.docker_inventory import DockerInventory
 from safe_updater.adapters.docker_updater import DockerContainerUpdater
+from safe_updater.adapters.helm_cli import HelmCli
+from safe_updater.adapters.helm_inventory import HelmInventory
+from safe_updater.adapters.helm_updater import HelmReleaseUpdater
 from safe_updater.adapters.inventory import Inventory
+from safe_updater.adapters.k8s_inventory import KubernetesInventory
+from safe_updater.adapters.k8s_updater import KubernetesImageUpdater
+from safe_updater.adapters.kube_api import KubeApi
+from safe_updater.adapters.probes import Probe
 from safe_updater.adapters.registry import OciRegistry
 from safe_updater.adapters.registry_auth import CredentialsProvider
 from safe_updater.adapters.store import StateStore
 from safe_updater.adapters.updater import AssetUpdater
+from safe_updater.adapters.versions import VersionSource
 from safe_updater.config import AppConfig, DockerTarget, load_config
-from safe_updater.domain.assets import AssetKind
+from safe_updater.domain.assets import Asset, AssetKind
+from safe_updater.domain.errors import NotFoundError
+from safe_updater.domain.health import HealthPolicy
+from safe_updater.domain.plans import AppliedChange
 from safe_updater.health_planning import DockerHealthPlanner
-from safe_updater.runtime import Runtime
+from safe_updater.k8s_health_planning import KubernetesHealthPlanner
+from safe_updater.runtime import HealthPlanner, Runtime
 from safe_updater.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -116,7 +129,15 @@ def build_runtime(config_path: Path | None = None) -> Runtime:
             updaters[(AssetKind.DOCKER, target.name)] = DockerContainerUpdater(
                 engine, _auth_lookup(credentials)
             )
-        health = DockerHealthPlanner(config, engines)
+        planners: dict[tuple[AssetKind, str], HealthPlanner] = {}
+        if engines:
+            docker_planner = DockerHealthPlanner(config, engines)
+            planners.update({(AssetKind.DOCKER, name): docker_planner for name in engines})
+        versions: dict[tuple[AssetKind, str], VersionSource] = {}
+        if config.targets.kubernetes:
+            _add_kubernetes(
+                config, registry, credentials, inventories, updaters, planners, versions, closers
+            )
     except BaseException:
         for close in reversed(closers):
             close()
@@ -127,9 +148,75 @@ def build_runtime(config_path: Path | None = None) -> Runtime:
         registry=registry,
         inventories=inventories,
         updaters=updaters,
-        health=health,
+        health=RoutingHealthPlanner(planners),
         closers=closers,
+        versions=versions,
     )
+
+
+def _add_kubernetes(
+    config: AppConfig,
+    registry: OciRegistry,
+    credentials: CredentialsProvider,
+    inventories: list[Inventory],
+    updaters: dict[tuple[AssetKind, str], AssetUpdater],
+    planners: dict[tuple[AssetKind, str], HealthPlanner],
+    versions: dict[tuple[AssetKind, str], VersionSource],
+    closers: list[Callable[[], None]],
+) -> None:
+    """Workloads (image patches) and Helm releases (chart or image upgrades) per cluster."""
+    apis: dict[str, KubeApi] = {}
+    sources = ChartSources(config.charts, registry, credentials=credentials)
+    closers.append(sources.close)
+    insecure = [r.host for r in config.registries if r.insecure]
+    for target in config.targets.kubernetes:
+        api = KubeApi.connect(kubeconfig=target.kubeconfig, context=target.context)
+        closers.append(api.close)
+        apis[target.name] = api
+        inventories.append(
+            KubernetesInventory(
+                api,
+                target.name,
+                namespaces=target.namespaces,
+                exclude_namespaces=target.exclude_namespaces,
+            )
+        )
+        updaters[(AssetKind.KUBERNETES, target.name)] = KubernetesImageUpdater(api, registry)
+        kubeconfig = str(target.kubeconfig) if target.kubeconfig else None
+        helm = HelmCli(
+            target.helm, kubeconfig=kubeconfig, context=target.context, insecure_hosts=insecure
+        )
+        inventories.append(
+            HelmInventory(
+                helm,
+                target.name,
+                sources,
+                namespaces=target.namespaces,
+                exclude_namespaces=target.exclude_namespaces,
+            )
+        )
+        updaters[(AssetKind.HELM, target.name)] = HelmReleaseUpdater(helm, sources)
+        versions[(AssetKind.HELM, target.name)] = sources
+    planner = KubernetesHealthPlanner(config, apis)
+    for name in apis:
+        planners[(AssetKind.KUBERNETES, name)] = planner
+        planners[(AssetKind.HELM, name)] = planner
+
+
+class RoutingHealthPlanner:
+    """The health planner of the asset's kind and target."""
+
+    def __init__(self, planners: Mapping[tuple[AssetKind, str], HealthPlanner]) -> None:
+        self._planners = planners
+
+    def plan(self, asset: Asset, applied: AppliedChange | None) -> tuple[list[Probe], HealthPolicy]:
+        planner = self._planners.get((asset.kind, asset.target))
+        if planner is None:
+            raise NotFoundError(
+                f"no health checks are configured for {asset.id}",
+                hint="add its target under `targets:` in the config",
+            )
+        return planner.plan(asset, applied)
 
 
 def _tls(target: DockerTarget) -> TlsSettings | None:

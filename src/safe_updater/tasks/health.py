@@ -34,12 +34,18 @@ def monitor_health(asset: Asset, applied: AppliedChange | None) -> HealthReport:
         failpoint("mid-verify")
         logger.info("health %s: %s %s", sample.check, "ok" if sample.ok else "FAIL", sample.detail)
 
-    verdict, samples = monitor(
-        probes,
-        policy,
-        clock=runtime.clock,
-        sleep=runtime.sleep,
-        on_sample=log_sample,
-    )
+    try:
+        verdict, samples = monitor(
+            probes,
+            policy,
+            clock=runtime.clock,
+            sleep=runtime.sleep,
+            on_sample=log_sample,
+        )
+    finally:
+        for probe in probes:
+            close = getattr(probe, "close", None)
+            if callable(close):
+                close()  # stop watch threads now, not at their idle timeout
     logger.info("verdict for %s: %s (%s)", asset.id, verdict.state, verdict.reason)
     return HealthReport(verdict=verdict, samples=samples)

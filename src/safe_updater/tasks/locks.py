@@ -19,6 +19,12 @@ from prefect.exceptions import ObjectAlreadyExists
 # Waiting longer than a helm upgrade's timeout means something is stuck: fail and let the
 # journal and `recover` take over rather than queue forever.
 LOCK_TIMEOUT_SECONDS = 900
+# The slot is a lease that this process renews in the background (every 3/4 of it) while it
+# holds the lock. A process killed inside the lock (kill -9, OOM, a lost node) cannot release
+# it: the server revokes the lease once it expires, so this bounds how long `recover` or the
+# next run of the asset waits behind a dead holder. Prefect's default (300 s) left recovery
+# stalled for five minutes after a crash.
+LOCK_LEASE_SECONDS = 60
 
 
 def asset_lock_name(asset_id: str) -> str:
@@ -38,5 +44,11 @@ def ensure_limit(name: str, limit: int) -> None:
 def asset_lock(asset_id: str) -> Iterator[None]:
     name = asset_lock_name(asset_id)
     ensure_limit(name, 1)
-    with concurrency(name, occupy=1, strict=True, timeout_seconds=LOCK_TIMEOUT_SECONDS):
+    with concurrency(
+        name,
+        occupy=1,
+        strict=True,
+        timeout_seconds=LOCK_TIMEOUT_SECONDS,
+        lease_duration=LOCK_LEASE_SECONDS,
+    ):
         yield
