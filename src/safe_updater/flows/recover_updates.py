@@ -116,8 +116,6 @@ def _roll_back(
     actor: str,
     quarantine: bool,
 ) -> UpdateResult:
-    if attempt.phase is not Phase.ROLLING_BACK:
-        advance_attempt(attempt.id, Phase.ROLLING_BACK, reason=why)
     serving = rollback_and_quarantine(
         asset,
         snapshot,
@@ -142,8 +140,9 @@ def rollback_and_quarantine(
     quarantine: bool,
     actor: str,
 ) -> str | None:
-    """Restore the snapshot, then keep the bad version out (when it failed on its merits)."""
-    serving = rollback_update(asset, snapshot, applied)
+    """Journal the rollback and restore the snapshot, then keep the bad version out (when it
+    failed on its merits)."""
+    serving = rollback_update(asset, snapshot, applied, attempt_id, why)
     audit(
         "update.rollback",
         asset.id,

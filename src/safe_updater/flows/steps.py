@@ -47,12 +47,14 @@ def apply_and_verify(
     approvers: list[str],
     success: Outcome = Outcome.UPDATED,
     retire_version: str | None = None,
+    apply_step: Callable[[Asset, Snapshot, str], AppliedChange] | None = None,
 ) -> UpdateResult:
     """Open the attempt, then preflight, snapshot, apply, verify, and commit or roll back.
 
     ``success`` is the outcome recorded when the new version verifies (``rolled_back`` for a
     manual rollback); ``retire_version`` is quarantined then (the version a person rolled back
-    from).
+    from). ``apply_step`` replaces the ``apply-update`` task (a Helm rollback to a chosen
+    revision applies that revision instead of a version).
     """
     logger = get_run_logger()
     attempt = open_attempt_for(asset, target, change_type, run_id)
@@ -108,7 +110,7 @@ def apply_and_verify(
     advance_attempt(attempt.id, Phase.APPLYING)
     applied: AppliedChange | None = None
     try:
-        applied = apply_update(asset, snapshot, target)
+        applied = (apply_step or apply_update)(asset, snapshot, target)
     except SafeUpdaterError as error:
         logger.error("apply of %s -> %s failed: %s; rolling back", asset.id, target, error)
         return roll_back(
@@ -183,7 +185,6 @@ def roll_back(
     success: Outcome = Outcome.UPDATED,
     report: HealthReport | None = None,
 ) -> UpdateResult:
-    advance_attempt(attempt.id, Phase.ROLLING_BACK, reason=why)
     serving = rollback_and_quarantine(
         asset, snapshot, applied, attempt.id, target, why=why, quarantine=quarantine, actor=actor
     )

@@ -10,6 +10,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from safe_updater.domain.assets import Asset
+from safe_updater.domain.journal import Phase
 from safe_updater.domain.plans import AppliedChange, Snapshot
 from safe_updater.failpoints import failpoint
 from safe_updater.runtime import current_runtime
@@ -61,9 +62,24 @@ def commit_update(asset: Asset, snapshot: Snapshot, applied: AppliedChange) -> N
     cache_policy=NO_CACHE,
     **TRANSIENT_RETRIES,
 )
-def rollback_update(asset: Asset, snapshot: Snapshot, applied: AppliedChange | None) -> str | None:
-    """Restore the snapshot; returns the version serving afterwards, read from the system."""
-    updater = current_runtime().updater_for(asset)
+def rollback_update(
+    asset: Asset,
+    snapshot: Snapshot,
+    applied: AppliedChange | None,
+    attempt_id: int | None = None,
+    reason: str | None = None,
+) -> str | None:
+    """Restore the snapshot; returns the version serving afterwards, read from the system.
+
+    With ``attempt_id``, the journal's ``rolling_back`` phase (and ``reason``) is written here,
+    just before the rollback: one task instead of two between the verdict and the old version
+    serving again.
+    """
+    runtime = current_runtime()
+    if attempt_id is not None:
+        runtime.store.journal.advance(attempt_id, Phase.ROLLING_BACK, reason=reason)
+        failpoint("after-phase:rolling_back")
+    updater = runtime.updater_for(asset)
     with asset_lock(asset.id):
         updater.rollback(asset, snapshot, applied)
     return updater.running_version(asset)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 
 from prefect.client.orchestration import get_client
+from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists
 
@@ -34,21 +35,39 @@ def asset_lock_name(asset_id: str) -> str:
     return f"safe-updater-asset-{readable}-{digest}"
 
 
+_ensured: set[tuple[str, int]] = set()
+
+
 def ensure_limit(name: str, limit: int) -> None:
+    """Create (or resize) the limit on the server, once per process."""
+    if (name, limit) in _ensured:
+        return
     # Upserts are not atomic: a concurrent caller may have created it first, which is fine.
     with get_client(sync_client=True) as client, suppress(ObjectAlreadyExists):
         client.upsert_global_concurrency_limit_by_name(name, limit)
+    _ensured.add((name, limit))
 
 
 @contextmanager
 def asset_lock(asset_id: str) -> Iterator[None]:
     name = asset_lock_name(asset_id)
     ensure_limit(name, 1)
-    with concurrency(
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(_lease(name))
+        except ConcurrencySlotAcquisitionError:
+            # The server forgot the limit (its database was reset): create it again, once.
+            _ensured.discard((name, 1))
+            ensure_limit(name, 1)
+            stack.enter_context(_lease(name))
+        yield
+
+
+def _lease(name: str) -> AbstractContextManager[object]:
+    return concurrency(
         name,
         occupy=1,
         strict=True,
         timeout_seconds=LOCK_TIMEOUT_SECONDS,
         lease_duration=LOCK_LEASE_SECONDS,
-    ):
-        yield
+    )
