@@ -377,24 +377,13 @@ def test_runs_emit_update_events_and_a_report_artifact(make: Any) -> None:
     assert "rolled_back" in str(artifact.data)
 
 
-def test_asset_lock_serializes_changes_to_one_asset() -> None:
-    from safe_updater.tasks.locks import asset_lock, asset_lock_name
+def test_a_second_run_of_a_busy_asset_changes_nothing_and_says_why(make: Any) -> None:
+    from safe_updater.domain.errors import ConflictError
 
-    name = asset_lock_name("helm:prod/web/api")
-    assert name.startswith("safe-updater-asset-helm-prod-web-api-")
-    spans: list[tuple[float, float]] = []
-
-    def hold() -> None:
-        with asset_lock("helm:prod/web/api"):
-            start = time.monotonic()
-            time.sleep(1.0)
-            spans.append((start, time.monotonic()))
-
-    threads = [threading.Thread(target=hold) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert len(spans) == 2
-    first, second = sorted(spans)
-    assert second[0] >= first[1]  # never both inside the lock at once
+    h = make()
+    with use_runtime(h.runtime), h.store.locks.hold(WEB):
+        # Another live run holds the asset: recovery leaves its attempt alone, a new run refuses.
+        with pytest.raises(ConflictError, match="being changed by another run"):
+            update_asset(WEB, approval="defer")
+    assert h.running == "1.0.0"
+    assert h.store.journal.history(WEB) == []

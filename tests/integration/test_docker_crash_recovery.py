@@ -18,6 +18,7 @@ import signal
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -59,6 +60,10 @@ CASES = [
 ]
 
 
+def _id(case: Case | Any) -> str:
+    return case.id if isinstance(case, Case) else str(case.id)
+
+
 @pytest.fixture(scope="module")
 def repos(registry: RegistryInfo) -> dict[str, str]:
     """Two private repositories: one whose only update is good, one whose only update is bad."""
@@ -69,7 +74,7 @@ def repos(registry: RegistryInfo) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("finish", ["recover", "update-again"])
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
 def test_killed_update_is_finished_safely(
     scenario: Scenario, repos: dict[str, str], case: Case, finish: str
 ) -> None:

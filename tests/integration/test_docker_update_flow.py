@@ -171,7 +171,7 @@ def test_pull_failure_changes_nothing(scenario: Scenario) -> None:
     assert audit_ok(s)
 
 
-# --- 5. registry authentication -------------------------------------------------------------------
+# --- 5. registry authentication ------------------------------------------------------------------
 
 
 def test_auth_registry_with_docker_config_credentials(
@@ -225,7 +225,7 @@ def test_auth_registry_with_credentials_block(
     assert audit_ok(s)
 
 
-# --- 6. 429 and 5xx from the registry --------------------------------------------------------------
+# --- 6. 429 and 5xx from the registry ------------------------------------------------------------
 
 
 class _ToProxy(httpx.HTTPTransport):
@@ -277,7 +277,7 @@ def test_registry_429_and_503_are_retried_and_the_update_succeeds(
     assert fetch.state is not None and fetch.state.type is StateType.COMPLETED
 
 
-# --- 7. approvals on the real path ------------------------------------------------------------------
+# --- 7. approvals on the real path ---------------------------------------------------------------
 
 
 def test_deferred_minor_update_approved_then_applied(scenario: Scenario) -> None:
@@ -377,7 +377,7 @@ def test_paused_approval_expires_and_changes_nothing(scenario: Scenario) -> None
     assert audit_ok(s)
 
 
-# --- 8. audit verify detects an edited record -------------------------------------------------------
+# --- 8. audit verify detects an edited record ----------------------------------------------------
 
 
 def test_audit_verify_cli_detects_an_edited_record(scenario: Scenario) -> None:
@@ -403,4 +403,3 @@ def test_audit_verify_cli_detects_an_edited_record(scenario: Scenario) -> None:
     report = json.loads(broken.stdout)
     assert report["ok"] is False
     assert report["first_bad_seq"] == seq
-

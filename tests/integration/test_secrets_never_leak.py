@@ -19,8 +19,12 @@ from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter
-from prefect.client.schemas.filters import LogFilterFlowRunId
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
 from prefect.events.filters import EventFilter, EventNameFilter
 
 from safe_updater.blocks.registry_credentials import RegistryCredentials
@@ -80,9 +84,9 @@ def test_block_password_never_leaks(
         registry=auth_registry.host, username=auth_registry.username, password=password
     ).save(good_block, overwrite=True)
     # The registry refuses this one: right password, wrong user.
-    RegistryCredentials(
-        registry=auth_registry.host, username="nobody", password=password
-    ).save(bad_block, overwrite=True)
+    RegistryCredentials(registry=auth_registry.host, username="nobody", password=password).save(
+        bad_block, overwrite=True
+    )
 
     s = scenario(["1.0.0", "1.0.1", "1.0.2"], registry=auth_registry)
     s.start("1.0.0")
@@ -93,7 +97,9 @@ def test_block_password_never_leaks(
     cli_env = {"DOCKER_CONFIG": str(empty)}
 
     def use_block(name: str) -> None:
-        s.write_config(f"registries:\n  - host: {auth_registry.host}\n    credentials_block: {name}\n")
+        s.write_config(
+            f"registries:\n  - host: {auth_registry.host}\n    credentials_block: {name}\n"
+        )
 
     outputs: list[tuple[str, str]] = []
 
@@ -132,11 +138,13 @@ def test_block_password_never_leaks(
             runtime.registry.list_tags(ImageRef.parse(s.image("1.0.1")))
         errors.append(tags_error.value)
         # The engine's pull with the refused login (Docker's own error text).
-        with pytest.raises(Exception) as pull_error:  # noqa: B017 - any error; we read its text
+        with pytest.raises(Exception) as pull_error:
             runtime.updater_for(asset).preflight(asset, "1.0.2")
         errors.append(pull_error.value)
     for n, error in enumerate(errors):
-        outputs.append((f"error {n} ({type(error).__name__})", "".join(traceback.format_exception(error))))
+        outputs.append(
+            (f"error {n} ({type(error).__name__})", "".join(traceback.format_exception(error)))
+        )
         outputs.append((f"error {n} repr", repr(error) + repr(getattr(error, "__dict__", {}))))
     assert "refused" in str(errors[1]).lower() or "auth" in str(errors[1]).lower(), errors[1]
 
@@ -163,14 +171,16 @@ def test_block_password_never_leaks(
         outputs += [(f"artifact {a.key}", _dump(a.data) + (a.description or "")) for a in artifacts]
         events: list[Any] = []
         page = client.read_events(
-            filter=EventFilter(event=EventNameFilter(prefix=["safe-updater.", "prefect.flow-run."])),
-            limit=200,
+            filter=EventFilter(
+                event=EventNameFilter(prefix=["safe-updater.", "prefect.flow-run."])
+            ),
+            limit=50,
         )
         while True:
             events += page.events
             if not page.next_page:
                 break
-            page = client.read_events_page(page.next_page)
+            page = client.read_events_page(str(page.next_page))
         assert any(e.event.startswith("safe-updater.update.") for e in events)
         outputs += [(f"event {e.event}", e.model_dump_json()) for e in events]
 

@@ -234,7 +234,7 @@ class DockerScenario:
         timeout: float = 300.0,
     ) -> subprocess.CompletedProcess[str]:
         """`safe-updater ARGS...` as a subprocess (argument list, no shell)."""
-        return subprocess.run(  # noqa: S603 - fixed argument list
+        return subprocess.run(
             [CLI, *args],
             env=self.cli_env(env),
             capture_output=True,

@@ -45,8 +45,10 @@ from safe_updater.adapters.helm_models import (
     HelmStatus,
     ReleaseNotFoundError,
     ReleaseRevision,
+    RevisionNotFoundError,
     ValuesMode,
 )
+from safe_updater.adapters.updater import RevisionEntry
 from safe_updater.domain.assets import Asset, AssetKind
 from safe_updater.domain.errors import InvalidInputError
 from safe_updater.domain.plans import AppliedChange, Snapshot
@@ -181,6 +183,62 @@ class HelmReleaseUpdater:
         spec = self._sources.spec(asset)
         return self._version_of(asset, spec, deployed[-1])
 
+    # --- RevisionUpdater: the release history and a rollback to a chosen revision -------------
+
+    def revisions(self, asset: Asset) -> list[RevisionEntry]:
+        release, namespace = _names(asset)
+        spec = self._sources.spec(asset)
+        return [
+            RevisionEntry(
+                revision=r.revision,
+                version=self._version_of(asset, spec, r),
+                chart=r.chart_name,
+                chart_version=r.chart_version,
+                app_version=r.app_version,
+                status=r.status.value,
+                description=r.description,
+                updated=r.updated,
+            )
+            for r in self._helm.history(release, namespace)
+        ]
+
+    def apply_revision(self, asset: Asset, snapshot: Snapshot, revision: int) -> AppliedChange:
+        """``helm rollback RELEASE REVISION`` without ``--wait``: the verify step watches health.
+
+        A latest revision newer than the snapshot's that is deployed and says "Rollback to N"
+        is this call's own earlier result (a resumed attempt) and is returned as is.
+        """
+        release, namespace = _names(asset)
+        data = _snapshot_data(snapshot)
+        spec = self._sources.spec(asset)
+        history = self._helm.history(release, namespace)
+        chosen = next((r for r in history if r.revision == revision), None)
+        if chosen is None:
+            raise RevisionNotFoundError(
+                f"{asset.id} has no revision {revision} (kept: "
+                f"{', '.join(str(r.revision) for r in history)})",
+                hint=f"see `safe-updater rollback {asset.id} --list`",
+            )
+        target = self._version_of(asset, spec, chosen)
+        latest = history[-1]
+        if (
+            latest.revision > data["latest_revision"]
+            and latest.status is HelmStatus.DEPLOYED
+            and latest.description.strip() == f"Rollback to {revision}"
+        ):
+            log.info(
+                "%s: revision %s already is the rollback to %s", asset.id, latest.revision, revision
+            )
+            return self._applied(snapshot, target, latest.revision, latest.chart_version, revision)
+        if latest.status.is_pending:
+            raise OperationInProgressError(
+                f"{asset.id}: revision {latest.revision} is {latest.status.value}",
+                hint="another helm operation is running on the release; retry later",
+            )
+        self._helm.rollback(release, revision, namespace, wait=False, timeout=self._timeout)
+        latest = self._helm.history(release, namespace)[-1]
+        return self._applied(snapshot, target, latest.revision, latest.chart_version, revision)
+
     # --- helpers ----------------------------------------------------------------------------------
 
     def _upgrade(
@@ -207,17 +265,22 @@ class HelmReleaseUpdater:
             )
 
     def _applied(
-        self, snapshot: Snapshot, target: str, revision: int, chart_version: str
+        self,
+        snapshot: Snapshot,
+        target: str,
+        revision: int,
+        chart_version: str,
+        rollback_to: int | None = None,
     ) -> AppliedChange:
+        data: dict[str, Any] = {
+            "revision": revision,
+            "chart_version": chart_version,
+            "previous_revision": snapshot.data.get("revision"),
+        }
+        if rollback_to is not None:
+            data["rollback_to"] = rollback_to
         return AppliedChange(
-            asset_id=snapshot.asset_id,
-            from_version=snapshot.version,
-            to_version=target,
-            data={
-                "revision": revision,
-                "chart_version": chart_version,
-                "previous_revision": snapshot.data.get("revision"),
-            },
+            asset_id=snapshot.asset_id, from_version=snapshot.version, to_version=target, data=data
         )
 
     def _deployed(self, history: list[ReleaseRevision], asset: Asset) -> ReleaseRevision:

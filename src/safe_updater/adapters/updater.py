@@ -7,7 +7,10 @@ the stored ``Snapshot`` / ``AppliedChange`` alone, because after a crash a diffe
 
 from __future__ import annotations
 
-from typing import Protocol
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
 
 from safe_updater.domain.assets import Asset
 from safe_updater.domain.plans import AppliedChange, Snapshot
@@ -31,3 +34,36 @@ class AssetUpdater(Protocol):
 
     def running_version(self, asset: Asset) -> str | None:
         """The version serving now, read from the system itself (None if nothing runs)."""
+
+
+class RevisionEntry(BaseModel):
+    """One revision of an asset's own history (a Helm release's ``helm history`` entry)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    revision: int
+    version: str
+    """The asset's tracked version at that revision (chart version, or the image tag)."""
+    chart: str
+    chart_version: str
+    app_version: str = ""
+    status: str
+    description: str = ""
+    updated: datetime | None = None
+
+
+@runtime_checkable
+class RevisionUpdater(Protocol):
+    """Asset kinds that keep numbered revisions and can return to one (Helm releases).
+
+    Not part of :class:`AssetUpdater`: Docker containers and plain workloads have no revision
+    history of their own; for them a manual rollback names a version instead.
+    """
+
+    def revisions(self, asset: Asset) -> list[RevisionEntry]:
+        """The kept revisions, oldest first."""
+
+    def apply_revision(self, asset: Asset, snapshot: Snapshot, revision: int) -> AppliedChange:
+        """Make ``revision`` current again (a new revision with its chart and values), without
+        waiting for health: the verify step decides. Idempotent: a revision that an earlier call
+        already produced is returned as is."""

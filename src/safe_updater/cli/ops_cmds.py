@@ -92,18 +92,44 @@ def rollback(
         str | None, typer.Option("--to", help="Version to go back to (default: the previous one).")
     ] = None,
     revision: Annotated[
-        int | None, typer.Option("--revision", help="Helm releases: the revision to roll back to.")
+        int | None,
+        typer.Option(
+            "--revision", min=1, help="Helm releases: the revision to roll back to (see --list)."
+        ),
     ] = None,
+    list_only: Annotated[
+        bool,
+        typer.Option("--list", help="Helm releases: show the release history and exit."),
+    ] = False,
     json_out: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
-    """Go back to the previous (or a chosen) version, verify it, and quarantine the current one."""
+    """Go back to the previous (or a chosen) version, verify it, and quarantine the current one.
+
+    Helm releases: --list shows the history; --revision N rolls back to revision N (its chart and
+    values), verified like an update."""
     prepare_environment(config)
+    if list_only or revision is not None:
+        if to is not None:
+            raise InvalidInputError("give --to VERSION or --revision N/--list, not both")
+        from safe_updater.cli.revisions import history_json, print_history, read_history
+
+        entries = read_history(asset_id)
+        if list_only:
+            if json_out:
+                print_json(history_json(entries))
+            else:
+                print_history(asset_id, entries)
+            return
+        if not json_out:
+            print_history(asset_id, entries)
     from safe_updater.flows.rollback_asset import rollback_asset
 
     result = run_quietly(
         rollback_asset, asset_id, to_version=to, revision=revision, actor=current_user()
     )
+    if json_out and revision is not None:
+        result = {**result, "history": history_json(entries)}
     _finish(result, json_out, rolled_back_is_success=True)
 
 

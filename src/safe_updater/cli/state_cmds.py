@@ -19,6 +19,7 @@ from safe_updater.cli.common import (
     print_json,
     print_table,
 )
+from safe_updater.domain.assets import Asset, AssetKind
 from safe_updater.domain.durations import parse_duration
 from safe_updater.domain.errors import InvalidInputError
 from safe_updater.domain.journal import Outcome
@@ -53,9 +54,8 @@ def assets(
     json_out: JsonOption = False,
     config: ConfigOption = None,
 ) -> None:
-    """Assets found by the last scan (run `safe-updater scan` to refresh)."""
-    from safe_updater.domain.assets import AssetKind
-
+    """Assets found by the last scan (run `safe-updater scan` to refresh); Helm releases with
+    their workloads."""
     try:
         wanted = AssetKind(kind) if kind else None
     except ValueError:
@@ -64,45 +64,91 @@ def assets(
         ) from None
     store = _store(config)
     try:
-        items = store.assets.list(wanted)
+        every = store.assets.list(None)
         quarantined = Counter(entry.asset_id for entry in store.quarantine.list())
         pins = {pin.asset_id: pin.version for pin in store.pins.list()}
     finally:
         store.close()
+    items = [a for a in every if wanted is None or a.kind is wanted]
+    release_of, workloads = _helm_relations(every)
     if json_out:
-        print_json(
-            [
-                {
-                    "id": a.id,
-                    "kind": a.kind.value,
-                    "name": a.name,
-                    "namespace": a.namespace,
-                    "image": str(a.image) if a.image else None,
-                    "version": a.current_version,
-                    "digest": a.current_digest,
-                    "group": a.group,
-                    "pinned": pins.get(a.id),
-                    "quarantined": quarantined.get(a.id, 0),
-                }
-                for a in items
-            ]
-        )
+        rows = []
+        for a in items:
+            row: dict[str, object] = {
+                "id": a.id,
+                "kind": a.kind.value,
+                "name": a.name,
+                "namespace": a.namespace,
+                "image": str(a.image) if a.image else None,
+                "version": a.current_version,
+                "digest": a.current_digest,
+                "group": a.group,
+                "pinned": pins.get(a.id),
+                "quarantined": quarantined.get(a.id, 0),
+            }
+            if a.kind is AssetKind.HELM:
+                row["workloads"] = [_workload_json(w) for w in workloads.get(a.id, [])]
+            elif a.kind is AssetKind.KUBERNETES:
+                row["release"] = release_of.get(a.id)
+            rows.append(row)
+        print_json(rows)
         return
-    print_table(
-        f"{len(items)} assets",
-        ["asset", "version", "image / chart", "group", "pin", "quarantined"],
-        [
+    table: list[tuple[object, ...]] = []
+    for a in items:
+        table.append(
             (
                 a.id,
                 a.current_version,
                 str(a.image) if a.image else a.chart,
+                release_of.get(a.id, ""),
                 a.group or "",
                 pins.get(a.id, ""),
                 quarantined.get(a.id, "") or "",
             )
-            for a in items
-        ],
+        )
+        for w in workloads.get(a.id, []) if a.kind is AssetKind.HELM else []:
+            table.append(
+                (f"  └ {w.workload_kind}/{w.name}", w.current_version, str(w.image), "", "", "", "")
+            )
+    print_table(
+        f"{len(items)} assets",
+        ["asset", "version", "image / chart", "release", "group", "pin", "quarantined"],
+        table,
     )
+
+
+def _helm_relations(
+    items: list[Asset],
+) -> tuple[dict[str, str], dict[str, list[Asset]]]:
+    """(workload id -> release asset id, release asset id -> its workloads), from the
+    ``safe-updater.io/helm-release`` label the Kubernetes inventory puts on Helm-managed
+    workloads (same cluster, ``<namespace>/<release>``)."""
+    from safe_updater.domain.assets import LABEL_PREFIX, helm_asset_id
+
+    helm_release_label = f"{LABEL_PREFIX}helm-release"  # adapters.k8s_inventory.HELM_RELEASE_LABEL
+    release_of: dict[str, str] = {}
+    workloads: dict[str, list[Asset]] = {}
+    for a in items:
+        link = a.labels.get(helm_release_label) if a.kind is AssetKind.KUBERNETES else None
+        if not link or "/" not in link:
+            continue
+        namespace, release = link.split("/", 1)
+        release_id = helm_asset_id(a.target, namespace, release)
+        release_of[a.id] = release_id
+        workloads.setdefault(release_id, []).append(a)
+    return release_of, workloads
+
+
+def _workload_json(asset: Asset) -> dict[str, object]:
+    return {
+        "id": asset.id,
+        "kind": asset.workload_kind,
+        "name": asset.name,
+        "namespace": asset.namespace,
+        "container": asset.container,
+        "image": str(asset.image) if asset.image else None,
+        "version": asset.current_version,
+    }
 
 
 def history(

@@ -16,16 +16,19 @@ A re-verified attempt ends ``updated``, or ``rolled_back`` with the version quar
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from typing import Any
 
 from prefect import flow, get_run_logger
 
 from safe_updater.domain.assets import Asset
+from safe_updater.domain.errors import ConflictError
 from safe_updater.domain.journal import AttemptRecord, Outcome, Phase
 from safe_updater.domain.plans import AppliedChange, Snapshot, UpdateResult
 from safe_updater.tasks.applying import commit_update, rollback_update
 from safe_updater.tasks.health import monitor_health
 from safe_updater.tasks.journaling import advance_attempt, audit, close_attempt, quarantine_version
+from safe_updater.tasks.locks import asset_lock
 from safe_updater.tasks.queries import find_open_attempts
 from safe_updater.tasks.recording import emit_update_event
 
@@ -49,6 +52,25 @@ def recover_updates(
 
 
 def recover_attempt(attempt: AttemptRecord, *, actor: str) -> UpdateResult:
+    """Finish ``attempt`` unless its run is still alive elsewhere (it holds the asset lock)."""
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(asset_lock(attempt.asset_id, timeout=0))
+        except ConflictError as error:
+            get_run_logger().warning("attempt #%s: %s; left alone", attempt.id, error.message)
+            return UpdateResult(
+                asset=attempt.asset_id,
+                outcome=Outcome.SKIPPED.value,
+                from_version=attempt.from_version,
+                to_version=attempt.to_version,
+                change_type=attempt.change_type,
+                attempt_id=attempt.id,
+                reasons=[f"still running in another process ({error.message})"],
+            )
+        return _recover_locked(attempt, actor=actor)
+
+
+def _recover_locked(attempt: AttemptRecord, *, actor: str) -> UpdateResult:
     logger = get_run_logger()
     logger.warning(
         "recovering attempt #%s of %s (%s -> %s), left in phase %s",

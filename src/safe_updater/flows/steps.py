@@ -32,10 +32,49 @@ from safe_updater.tasks.journaling import (
     open_attempt,
     quarantine_version,
 )
+from safe_updater.tasks.locks import asset_lock
 from safe_updater.tasks.recording import emit_update_event, publish_report
 
 
 def apply_and_verify(
+    asset: Asset,
+    target: str,
+    change_type: str,
+    decision: Decision,
+    reasons: list[str],
+    run_id: str | None,
+    *,
+    actor: str,
+    approvers: list[str],
+    success: Outcome = Outcome.UPDATED,
+    retire_version: str | None = None,
+    apply_step: Callable[[Asset, Snapshot, str], AppliedChange] | None = None,
+) -> UpdateResult:
+    """Open the attempt, then preflight, snapshot, apply, verify, and commit or roll back, all
+    under the asset's lock (another live run keeps it: ConflictError, nothing changed).
+
+    ``success`` is the outcome recorded when the new version verifies (``rolled_back`` for a
+    manual rollback); ``retire_version`` is quarantined then (the version a person rolled back
+    from). ``apply_step`` replaces the ``apply-update`` task (a Helm rollback to a chosen
+    revision applies that revision instead of a version).
+    """
+    with asset_lock(asset.id):
+        return _apply_and_verify_locked(
+            asset,
+            target,
+            change_type,
+            decision,
+            reasons,
+            run_id,
+            actor=actor,
+            approvers=approvers,
+            success=success,
+            retire_version=retire_version,
+            apply_step=apply_step,
+        )
+
+
+def _apply_and_verify_locked(
     asset: Asset,
     target: str,
     change_type: str,

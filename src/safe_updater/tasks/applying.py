@@ -1,5 +1,7 @@
 """Tasks that change assets: preflight, snapshot, apply, commit, roll back.
 
+They run inside the flow's per-asset lock (:mod:`safe_updater.tasks.locks`).
+
 ``apply`` is not retried automatically: it is resumable, but whether to resume or roll back is the
 flow's decision, taken from the journal.
 """
@@ -14,7 +16,6 @@ from safe_updater.domain.journal import Phase
 from safe_updater.domain.plans import AppliedChange, Snapshot
 from safe_updater.failpoints import failpoint
 from safe_updater.runtime import current_runtime
-from safe_updater.tasks.locks import asset_lock
 from safe_updater.tasks.retry import TRANSIENT_RETRIES
 
 
@@ -40,8 +41,7 @@ def snapshot_asset(asset: Asset) -> Snapshot:
 
 @task(name="apply-update", task_run_name="apply {asset.id} -> {target}", cache_policy=NO_CACHE)
 def apply_update(asset: Asset, snapshot: Snapshot, target: str) -> AppliedChange:
-    with asset_lock(asset.id):
-        applied = current_runtime().updater_for(asset).apply(asset, snapshot, target)
+    applied = current_runtime().updater_for(asset).apply(asset, snapshot, target)
     failpoint("after-apply")
     return applied
 
@@ -80,6 +80,5 @@ def rollback_update(
         runtime.store.journal.advance(attempt_id, Phase.ROLLING_BACK, reason=reason)
         failpoint("after-phase:rolling_back")
     updater = runtime.updater_for(asset)
-    with asset_lock(asset.id):
-        updater.rollback(asset, snapshot, applied)
+    updater.rollback(asset, snapshot, applied)
     return updater.running_version(asset)

@@ -12,7 +12,6 @@ from safe_updater.domain.errors import InvalidInputError
 from safe_updater.domain.plans import AppliedChange, Snapshot
 from safe_updater.failpoints import failpoint
 from safe_updater.runtime import Runtime, current_runtime
-from safe_updater.tasks.locks import asset_lock
 from safe_updater.tasks.retry import TRANSIENT_RETRIES
 
 
@@ -48,7 +47,6 @@ def apply_revision(asset: Asset, snapshot: Snapshot, revision: int) -> AppliedCh
 
     Not retried automatically, like ``apply-update``: resume or roll back is the flow's call."""
     updater = revision_updater(current_runtime(), asset)
-    with asset_lock(asset.id):
-        applied = updater.apply_revision(asset, snapshot, revision)
+    applied = updater.apply_revision(asset, snapshot, revision)  # the flow holds the asset lock
     failpoint("after-apply")
     return applied

@@ -11,10 +11,12 @@ from safe_updater.adapters.store.assets import AssetRepository
 from safe_updater.adapters.store.audit import AuditLog, record_hash
 from safe_updater.adapters.store.budgets import RequestBudgets
 from safe_updater.adapters.store.journal import Journal
+from safe_updater.adapters.store.locks import AssetLocks
 from safe_updater.adapters.store.quarantine import Pins, Quarantine
 from safe_updater.adapters.store.state import StateStore
 
 __all__ = [
+    "AssetLocks",
     "AssetRepository",
     "AuditLog",
     "Journal",

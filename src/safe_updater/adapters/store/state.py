@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 
 from sqlalchemy import Engine
@@ -20,10 +21,20 @@ from safe_updater.adapters.store.database import (
     translated_errors,
 )
 from safe_updater.adapters.store.journal import Journal
+from safe_updater.adapters.store.locks import AssetLocks
 from safe_updater.adapters.store.migrate import current_revision, upgrade_to_head
 from safe_updater.adapters.store.quarantine import Pins, Quarantine
 
 log = logging.getLogger(__name__)
+
+
+def _lock_dir(engine: Engine) -> Path | None:
+    """Beside a SQLite file: ``state.db.locks/``; None for in-memory SQLite and PostgreSQL."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        return None
+    path = Path(database)
+    return path.with_name(path.name + ".locks")
 
 
 def _utc_now() -> datetime:
@@ -46,6 +57,7 @@ class StateStore:
         self.audit = AuditLog(self._db)
         self.assets = AssetRepository(self._db)
         self.budgets = RequestBudgets(self._db)
+        self.locks = AssetLocks(self._db, _lock_dir(engine))
 
     @classmethod
     def open(cls, url: str, *, clock: Callable[[], datetime] | None = None) -> StateStore:
