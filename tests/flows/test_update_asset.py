@@ -381,9 +381,12 @@ def test_a_second_run_of_a_busy_asset_changes_nothing_and_says_why(make: Any) ->
     from safe_updater.domain.errors import ConflictError
 
     h = make()
-    with use_runtime(h.runtime), h.store.locks.hold(WEB):
-        # Another live run holds the asset: recovery leaves its attempt alone, a new run refuses.
-        with pytest.raises(ConflictError, match="being changed by another run"):
-            update_asset(WEB, approval="defer")
+    # Another live run holds the asset: a new run refuses and changes nothing.
+    with (
+        use_runtime(h.runtime),
+        h.store.locks.hold(WEB),
+        pytest.raises(ConflictError, match="being changed by another run"),
+    ):
+        update_asset(WEB, approval="defer")
     assert h.running == "1.0.0"
     assert h.store.journal.history(WEB) == []

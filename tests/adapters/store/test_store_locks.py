@@ -49,9 +49,11 @@ def test_a_killed_holder_frees_the_lock(store_url: str, tmp_path: Path) -> None:
     try:
         _wait_for(ready, proc)
         assert store.locks.is_held(ASSET)
-        with pytest.raises(ConflictError, match="being changed by another run"):
-            with store.locks.hold(ASSET, timeout=0.5):
-                pass
+        with (
+            pytest.raises(ConflictError, match="being changed by another run"),
+            store.locks.hold(ASSET, timeout=0.5),
+        ):
+            pass
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
         with store.locks.hold(ASSET, timeout=10):
