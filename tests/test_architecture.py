@@ -9,7 +9,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "safe_updater"
 LAYERS = ["domain", "adapters", "blocks", "tasks", "flows", "deployments", "cli"]
-RANK = {"domain": 0, "adapters": 1, "blocks": 2, "tasks": 3, "flows": 4, "deployments": 5, "cli": 5}
+RANK = {"domain": 0, "adapters": 1, "blocks": 2, "tasks": 3, "flows": 4, "deployments": 5, "cli": 6}
 # Modules in domain/ must stay pure: no I/O libraries.
 IO_MODULES = {
     "os",

@@ -175,3 +175,31 @@ def test_state_url_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
 def test_home_default_is_expanded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     assert Settings().home == tmp_path / ".safe-updater"
+
+
+def test_a_prometheus_check_in_the_config_becomes_a_domain_check() -> None:
+    from safe_updater.config import AppConfig
+    from safe_updater.domain.health import PrometheusCheck as Spec
+    from safe_updater.health_planning import asset_settings, configured_checks
+
+    config = AppConfig.model_validate(
+        {
+            "assets": {
+                "docker:*/web": {
+                    "health": {
+                        "prometheus": {
+                            "url": "http://127.0.0.1:9090",
+                            "query": "sum(rate(errors_total[1m]))",
+                            "threshold": 0.05,
+                            "op": "<=",
+                        }
+                    }
+                }
+            }
+        }
+    )
+    settings = asset_settings(config, "docker:local/web")
+    assert settings is not None
+    (check,) = configured_checks(settings.health, config)
+    assert isinstance(check, Spec)
+    assert (check.comparison, check.threshold, check.timeout) == ("<=", 0.05, config.health.timeout)

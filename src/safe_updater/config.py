@@ -17,6 +17,7 @@ Secrets never live in this file: credentials come from Prefect Blocks named here
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import types
 import typing
 from datetime import timedelta
@@ -31,6 +32,7 @@ from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from safe_updater.domain.errors import ConfigError
 from safe_updater.domain.fields import Duration
+from safe_updater.domain.notices import DEFAULT_NOTIFY_EVENTS, canonical_event
 from safe_updater.domain.policy import PolicyConfig, PositiveDuration
 from safe_updater.settings import DEFAULT_CONFIG_PATH, Settings
 
@@ -136,6 +138,37 @@ class ExecCheck(BaseModel):
     timeout: Duration | None = Field(default=None, description="Overrides health.timeout.")
 
 
+class PrometheusCheck(BaseModel):
+    model_config = _model(
+        "A PromQL query against a threshold; healthy while `value op threshold` holds."
+    )
+
+    url: str = Field(description="Prometheus base URL, e.g. http://127.0.0.1:9090.")
+    query: str = Field(
+        min_length=1,
+        description="PromQL returning one number, e.g. sum(rate(http_errors_total[1m])).",
+    )
+    threshold: float = Field(description="The value the query's result is compared with.")
+    op: Literal["<", "<=", ">", ">="] = Field(
+        default="<", description="Healthy while `value op threshold`; crossing it fails."
+    )
+    timeout: Duration | None = Field(default=None, description="Overrides health.timeout.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("threshold")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError("must be a finite number")
+        return value
+
+
 class AssetHealth(BaseModel):
     model_config = _model("Health settings for matching assets; unset keys come from health.")
 
@@ -153,6 +186,7 @@ class AssetHealth(BaseModel):
     http: HttpCheck | None = Field(default=None, description="HTTP check.")
     tcp: TcpCheck | None = Field(default=None, description="TCP check.")
     exec: ExecCheck | None = Field(default=None, description="Command check.")
+    prometheus: PrometheusCheck | None = Field(default=None, description="Prometheus query check.")
 
 
 class AssetSettings(BaseModel):
@@ -315,6 +349,82 @@ class ApprovalsConfig(BaseModel):
     )
 
 
+def _is_loopback_host(netloc: str) -> bool:
+    """``127.0.0.1:8080``, ``localhost``, ``[::1]:80``; no credentials in the URL either."""
+    if "@" in netloc:
+        return False
+    host = netloc[1:].split("]", 1)[0] if netloc.startswith("[") else netloc.rsplit(":", 1)[0]
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class NotificationConfig(BaseModel):
+    model_config = _model(
+        "A webhook that hears update events. Its URL comes from a Prefect Block (url_block) or "
+        "an environment variable (url_env); a literal url only for a loopback receiver."
+    )
+
+    name: str = Field(pattern=_NAME_PATTERN, description="Name of this notifier, e.g. ops-slack.")
+    url_block: str | None = Field(
+        default=None,
+        description="Prefect block holding the URL: a NotificationWebhook block's name, or "
+        "secret/<name> (a Secret block) or webhook/<name> (a Webhook block).",
+    )
+    url_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the URL (read when the runtime is built).",
+    )
+    url: str | None = Field(
+        default=None,
+        description="A literal URL, allowed only for http(s)://127.0.0.1, localhost or [::1] "
+        "(a local relay); real webhook URLs carry secrets, so use url_block or url_env.",
+    )
+    format: Literal["slack", "json"] = Field(
+        default="slack", description="slack: {text, blocks}; json: every field of the notice."
+    )
+    events: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_NOTIFY_EVENTS),
+        min_length=1,
+        description="Events to send: awaiting-approval, updated (= verified), applied, "
+        "rolled-back, failed, rejected.",
+    )
+    timeout: PositiveDuration = Field(
+        default=timedelta(seconds=10), description="Timeout of one webhook request."
+    )
+
+    @field_validator("events")
+    @classmethod
+    def _known_events(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(canonical_event(name) for name in value))
+
+    @field_validator("url")
+    @classmethod
+    def _loopback_only(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme not in ("http", "https"):
+            raise ValueError("must start with http:// or https://")
+        if not _is_loopback_host(rest.split("/", 1)[0].split("?", 1)[0]):
+            raise ValueError(
+                "a literal url is allowed only for a loopback receiver (127.0.0.1, localhost); "
+                "keep a real webhook URL in a Prefect Block (url_block) or a variable (url_env)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> NotificationConfig:
+        given = [k for k in ("url_block", "url_env", "url") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("set exactly one of url_block, url_env or url")
+        return self
+
+
 class AppConfig(BaseModel):
     """The whole config file; every section is optional."""
 
@@ -339,6 +449,19 @@ class AppConfig(BaseModel):
     approvals: ApprovalsConfig = Field(
         default_factory=ApprovalsConfig, description="Approval waiting."
     )
+    notifications: list[NotificationConfig] = Field(
+        default_factory=list,
+        description="Webhooks told about update events (docs/notifications.md).",
+    )
+
+    @field_validator("notifications")
+    @classmethod
+    def _unique_notifier_names(cls, items: list[NotificationConfig]) -> list[NotificationConfig]:
+        names = [item.name for item in items]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate notification names: {', '.join(duplicates)}")
+        return items
 
     def asset_settings(self, asset_id: str) -> AssetSettings | None:
         """The first ``assets`` entry whose glob matches ``asset_id``."""

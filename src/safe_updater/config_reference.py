@@ -100,6 +100,18 @@ assets: {}
 
 approvals:
   poll_interval: 10s
+
+notifications: []
+# Webhooks told about update events (docs/notifications.md). The URL comes from a Prefect
+# Block or an environment variable, never from this file (a literal url only for 127.0.0.1).
+# notifications:
+#   - name: ops-slack
+#     url_block: ops-slack          # a NotificationWebhook block (or secret/<name>)
+#     format: slack                 # slack | json
+#     events: [awaiting-approval, updated, rolled-back, failed, rejected]
+#   - name: audit-sink
+#     url_env: AUDIT_WEBHOOK_URL
+#     format: json
 """
 
 

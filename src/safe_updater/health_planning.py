@@ -20,6 +20,7 @@ from safe_updater.domain.health import (
     HealthPolicy,
     HealthPolicyOverrides,
     HttpCheck,
+    PrometheusCheck,
     TcpCheck,
     parse_health_labels,
     resolve_checks,
@@ -75,6 +76,16 @@ def configured_checks(health: AssetHealth | None, config: AppConfig) -> list[Che
             checks.append(
                 ExecCheck(
                     command=tuple(health.exec.command), timeout=health.exec.timeout or timeout
+                )
+            )
+        if health.prometheus is not None:
+            checks.append(
+                PrometheusCheck(
+                    url=health.prometheus.url,
+                    query=health.prometheus.query,
+                    threshold=health.prometheus.threshold,
+                    comparison=health.prometheus.op,
+                    timeout=health.prometheus.timeout or timeout,
                 )
             )
     except ValueError as error:

@@ -4,7 +4,8 @@
   the update set as the expected template image); for a ``helm:`` asset every Deployment,
   StatefulSet and DaemonSet of the release (label ``app.kubernetes.io/instance=<release>`` or the
   annotation ``meta.helm.sh/release-name``) in the release's namespace.
-* The explicit checks of the annotations (``safe-updater.io/health.http``, ``.tcp``, ``.exec``) or
+* The explicit checks of the annotations (``safe-updater.io/health.http``, ``.tcp``, ``.exec``,
+  ``.prometheus.*``) or
   of the config's ``assets:`` entry, as for Docker. ``exec`` runs in a ready pod of the new
   revision. ``health.docker`` is refused: it applies to Docker containers only.
 * ``safe-updater.io/health.failure-fraction`` (default 0.1): the share of the desired pods that
@@ -29,6 +30,7 @@ from safe_updater.adapters.k8s_inventory import (
 )
 from safe_updater.adapters.kube_api import KubeApi
 from safe_updater.adapters.probes import HttpProbe, Probe, TcpProbe
+from safe_updater.adapters.prometheus_query import PrometheusProbe
 from safe_updater.config import AppConfig
 from safe_updater.domain.assets import Asset, AssetKind
 from safe_updater.domain.errors import InvalidInputError, NotFoundError
@@ -37,6 +39,7 @@ from safe_updater.domain.health import (
     ExecCheck,
     HealthPolicy,
     HttpCheck,
+    PrometheusCheck,
     TcpCheck,
     parse_health_labels,
 )
@@ -132,6 +135,8 @@ class KubernetesHealthPlanner:
                 probes.append(HttpProbe(spec))
             elif isinstance(spec, TcpCheck):
                 probes.append(TcpProbe(spec))
+            elif isinstance(spec, PrometheusCheck):
+                probes.append(PrometheusProbe(spec))
             elif isinstance(spec, ExecCheck):
                 if not rollouts:
                     raise InvalidInputError(

@@ -20,6 +20,7 @@ from safe_updater.domain.errors import NotFoundError
 
 if TYPE_CHECKING:
     from safe_updater.adapters.inventory import Inventory
+    from safe_updater.adapters.notify import NotificationRoute
     from safe_updater.adapters.probes import Probe
     from safe_updater.adapters.registry import Registry
     from safe_updater.adapters.store import StateStore
@@ -55,6 +56,8 @@ class Runtime:
     closers: list[Callable[[], None]] = field(default_factory=list)
     versions: Mapping[tuple[AssetKind, str], VersionSource] = field(default_factory=dict)
     """Where an asset's versions come from when not its image registry (Helm charts)."""
+    notifiers: list[NotificationRoute] = field(default_factory=list)
+    """Webhooks told about update events (config ``notifications``), each with its events."""
 
     def inventory_for(self, asset_id: str) -> Inventory:
         kind, parts = parse_asset_id(asset_id)
@@ -130,6 +133,11 @@ def current_runtime() -> Runtime:
 
             _built = build_runtime()
         return _built
+
+
+def peek_runtime() -> Runtime | None:
+    """The runtime tasks would see, without building one (``None`` when none exists yet)."""
+    return _override if _override is not None else _built
 
 
 def reset_runtime() -> None:

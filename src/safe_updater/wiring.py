@@ -22,15 +22,16 @@ from safe_updater.adapters.inventory import Inventory
 from safe_updater.adapters.k8s_inventory import KubernetesInventory
 from safe_updater.adapters.k8s_updater import KubernetesImageUpdater
 from safe_updater.adapters.kube_api import KubeApi
+from safe_updater.adapters.notify import NotificationRoute, WebhookNotifier
 from safe_updater.adapters.probes import Probe
 from safe_updater.adapters.registry import OciRegistry
 from safe_updater.adapters.registry_auth import CredentialsProvider
 from safe_updater.adapters.store import StateStore
 from safe_updater.adapters.updater import AssetUpdater
 from safe_updater.adapters.versions import VersionSource
-from safe_updater.config import AppConfig, DockerTarget, load_config
+from safe_updater.config import AppConfig, DockerTarget, NotificationConfig, load_config
 from safe_updater.domain.assets import Asset, AssetKind
-from safe_updater.domain.errors import NotFoundError
+from safe_updater.domain.errors import ConfigError, NotFoundError
 from safe_updater.domain.health import HealthPolicy
 from safe_updater.domain.plans import AppliedChange
 from safe_updater.health_planning import DockerHealthPlanner
@@ -138,6 +139,7 @@ def build_runtime(config_path: Path | None = None) -> Runtime:
             _add_kubernetes(
                 config, registry, credentials, inventories, updaters, planners, versions, closers
             )
+        notifiers = build_notifiers(config, closers)
     except BaseException:
         for close in reversed(closers):
             close()
@@ -151,6 +153,7 @@ def build_runtime(config_path: Path | None = None) -> Runtime:
         health=RoutingHealthPlanner(planners),
         closers=closers,
         versions=versions,
+        notifiers=notifiers,
     )
 
 
@@ -201,6 +204,48 @@ def _add_kubernetes(
     for name in apis:
         planners[(AssetKind.KUBERNETES, name)] = planner
         planners[(AssetKind.HELM, name)] = planner
+
+
+def build_notifiers(
+    config: AppConfig, closers: list[Callable[[], None]] | None = None
+) -> list[NotificationRoute]:
+    """One webhook notifier per ``notifications`` entry. A ``url_env`` that is unset is a config
+    error now; a ``url_block`` is loaded when the first notice is sent, so a Prefect API that is
+    down costs a warning then, not this runtime."""
+    routes: list[NotificationRoute] = []
+    for index, item in enumerate(config.notifications):
+        notifier = WebhookNotifier(
+            _notification_url(item, index),
+            format=item.format,
+            timeout=item.timeout.total_seconds(),
+        )
+        if closers is not None:
+            closers.append(notifier.close)
+        routes.append(NotificationRoute(item.name, frozenset(item.events), notifier))
+    return routes
+
+
+def _notification_url(item: NotificationConfig, index: int) -> str | Callable[[], str]:
+    if item.url is not None:
+        return item.url
+    if item.url_env is not None:
+        value = os.environ.get(item.url_env, "")
+        if not value:
+            raise ConfigError(
+                f"environment variable {item.url_env} is not set",
+                field=f"notifications[{index}].url_env",
+                hint=f"export {item.url_env}=<webhook URL> or use url_block",
+            )
+        return value
+    block = item.url_block
+    assert block is not None
+
+    def load() -> str:
+        from safe_updater.blocks.webhook import webhook_url_from_block
+
+        return webhook_url_from_block(block)
+
+    return load
 
 
 class RoutingHealthPlanner:

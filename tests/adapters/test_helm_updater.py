@@ -87,7 +87,7 @@ def updater(helm: FakeHelm, **kwargs: Any) -> tuple[HelmReleaseUpdater, list[flo
 
 
 def test_snapshot_takes_the_last_deployed_revision_and_refuses_pending() -> None:
-    helm = FakeHelm([("1.0.0", "superseded"), ("1.0.1", "deployed"), ("1.0.2", "failed")])
+    helm = FakeHelm([("1.0.0", "superseded"), ("1.0.1", "deployed"), ("1.0.0", "superseded")])
     made, _ = updater(helm)
     snap = made.snapshot(WEB)
     assert (snap.version, snap.data["revision"], snap.data["latest_revision"]) == ("1.0.1", 2, 3)
@@ -129,3 +129,51 @@ def test_rollback_needs_a_helm_snapshot() -> None:
     made, _ = updater(FakeHelm([("1.0.0", "deployed")]))
     with pytest.raises(InvalidInputError):
         made.rollback(WEB, Snapshot(asset_id=WEB.id, version="1.0.0", data={}), None)
+
+
+def test_revisions_and_apply_revision_roll_back_to_a_chosen_revision() -> None:
+    from safe_updater.adapters.helm_models import RevisionNotFoundError
+    from safe_updater.adapters.updater import AssetUpdater, RevisionUpdater
+
+    helm = FakeHelm([("1.0.0", "superseded"), ("1.0.1", "superseded"), ("1.1.0", "deployed")])
+    made, _ = updater(helm)
+    assert isinstance(made, RevisionUpdater)
+    _port: AssetUpdater = made  # the AssetUpdater port is unchanged
+    assert [(r.revision, r.version, r.status) for r in made.revisions(WEB)] == [
+        (1, "1.0.0", "superseded"),
+        (2, "1.0.1", "superseded"),
+        (3, "1.1.0", "deployed"),
+    ]
+    snap = made.snapshot(WEB)
+    with pytest.raises(RevisionNotFoundError):
+        made.apply_revision(WEB, snap, 9)
+    applied = made.apply_revision(WEB, snap, 1)
+    assert helm.rollbacks == [1]
+    assert (applied.from_version, applied.to_version) == ("1.1.0", "1.0.0")
+    assert applied.data == {
+        "revision": 4,
+        "chart_version": "1.0.0",
+        "previous_revision": 3,
+        "rollback_to": 1,
+    }
+    # A retried apply finds its own "Rollback to 1" revision and does not roll back again.
+    helm.revs[-1] = helm.revs[-1].model_copy(update={"description": "Rollback to 1"})
+    again = made.apply_revision(WEB, snap, 1)
+    assert helm.rollbacks == [1] and again.data["revision"] == 4
+    # Someone else's helm at work: transient, retried by the task.
+    helm.revs.append(
+        ReleaseRevision(revision=5, status=HelmStatus.PENDING_UPGRADE, chart="demo-2.0.0")
+    )
+    with pytest.raises(OperationInProgressError):
+        made.apply_revision(WEB, snap, 2)
+
+
+def test_snapshot_refuses_a_release_whose_newest_revision_failed_after_the_deployed_one() -> None:
+    from safe_updater.domain.errors import ConflictError
+
+    helm = FakeHelm([("1.0.0", "deployed"), ("1.0.2", "failed")])
+    up, _ = updater(helm)
+    with pytest.raises(ConflictError, match="revision 2 failed after revision 1") as caught:
+        up.snapshot(WEB)
+    assert "--force" in str(caught.value)
+    assert helm.rollbacks == []

@@ -15,6 +15,7 @@ from safe_updater.domain.health import (
     HealthPolicy,
     HealthPolicyOverrides,
     HttpCheck,
+    PrometheusCheck,
     RestartCheck,
     Sample,
     TcpCheck,
@@ -322,3 +323,94 @@ def test_unordered_samples_are_sorted_by_time() -> None:
     got = samples("a", [False, False, False, True, True] + [True] * 6)
     verdict = evaluate(list(reversed(got)), POLICY, started_at=T0, now=at(10))
     assert verdict.state is VerdictState.HEALTHY
+
+
+# --- the Prometheus check ----------------------------------------------------------------------
+
+PROM = "safe-updater.io/health.prometheus."
+
+
+def test_prometheus_labels_make_a_check() -> None:
+    checks, _ = parse_health_labels(
+        {
+            PROM + "url": "http://127.0.0.1:9090/",
+            PROM + "query": " sum(rate(http_errors_total[1m])) ",
+            PROM + "threshold": "0.05",
+            PROM + "op": "<=",
+            PROM + "timeout": "3s",
+        },
+        asset_id="docker:local/web",
+    )
+    assert checks == [
+        PrometheusCheck(
+            url="http://127.0.0.1:9090",
+            query="sum(rate(http_errors_total[1m]))",
+            threshold=0.05,
+            comparison="<=",
+            timeout=timedelta(seconds=3),
+        )
+    ]
+    assert checks[0].name == "prometheus sum(rate(http_errors_total[1m])) <= 0.05"
+
+
+def test_prometheus_op_defaults_to_less_than() -> None:
+    checks, _ = parse_health_labels(
+        {PROM + "url": "http://127.0.0.1:9090", PROM + "query": "x", PROM + "threshold": "500"},
+        asset_id="a",
+    )
+    assert isinstance(checks[0], PrometheusCheck) and checks[0].comparison == "<"
+
+
+@pytest.mark.parametrize(
+    ("labels", "field", "text"),
+    [
+        ({"query": "x", "threshold": "1"}, "prometheus.url", "is missing"),
+        ({"url": "http://h:9090", "threshold": "1"}, "prometheus.query", "is missing"),
+        ({"url": "http://h:9090", "query": "x"}, "prometheus.threshold", "is missing"),
+        ({"url": "ftp://h", "query": "x", "threshold": "1"}, "prometheus.url", "not an http"),
+        ({"url": "http://h", "query": " ", "threshold": "1"}, "prometheus.query", "empty"),
+        ({"url": "http://h", "query": "x", "threshold": "lots"}, "prometheus.threshold", "number"),
+        ({"url": "http://h", "query": "x", "threshold": "nan"}, "prometheus.threshold", "number"),
+        ({"url": "http://h", "query": "x", "threshold": "1", "op": "=="}, "prometheus.op", "<="),
+    ],
+)
+def test_bad_prometheus_labels_name_the_label(
+    labels: dict[str, str], field: str, text: str
+) -> None:
+    with pytest.raises(InvalidInputError) as exc:
+        parse_health_labels({PROM + k: v for k, v in labels.items()}, asset_id="docker:local/web")
+    assert exc.value.field == "safe-updater.io/health." + field
+    assert text in str(exc.value) or text in (exc.value.hint or "")
+
+
+@pytest.mark.parametrize(
+    ("values", "comparison", "ok"),
+    [
+        ([0.01], "<", True),
+        ([0.05], "<", False),
+        ([0.05], "<=", True),
+        ([1.0], ">", True),
+        ([1.0], ">=", True),
+        ([0.0], ">", False),
+        ([0.01, 0.2], "<", False),
+        ([float("nan")], "<", False),
+        ([float("nan")], ">", False),
+        ([], "<", None),
+    ],
+)
+def test_prometheus_judge(values: list[float], comparison: str, ok: bool | None) -> None:
+    check = PrometheusCheck.model_validate(
+        {"url": "http://h:9090", "query": "q", "threshold": 0.05, "comparison": comparison}
+    )
+    assert check.judge(values)[0] is ok
+
+
+def test_prometheus_check_validation() -> None:
+    with pytest.raises(ValidationError):
+        PrometheusCheck(url="h:9090", query="q", threshold=1)
+    with pytest.raises(ValidationError):
+        PrometheusCheck(url="http://h", query="q", threshold=float("inf"))
+    with pytest.raises(ValidationError):
+        PrometheusCheck.model_validate(
+            {"url": "http://h", "query": "q", "threshold": 1, "comparison": "!="}
+        )

@@ -50,7 +50,7 @@ from safe_updater.adapters.helm_models import (
 )
 from safe_updater.adapters.updater import RevisionEntry
 from safe_updater.domain.assets import Asset, AssetKind
-from safe_updater.domain.errors import InvalidInputError
+from safe_updater.domain.errors import ConflictError, InvalidInputError
 from safe_updater.domain.plans import AppliedChange, Snapshot
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,15 @@ class HelmReleaseUpdater:
                 "(or `helm rollback` it if that helm is gone)",
             )
         deployed = self._deployed(history, asset)
+        if latest.status is HelmStatus.FAILED and latest.revision > deployed.revision:
+            # helm 3 builds the next upgrade or rollback from the last *deployed* manifest, so
+            # what a failed upgrade changed in live objects would stay live under ours.
+            raise ConflictError(
+                f"{asset.id}: revision {latest.revision} failed after revision "
+                f"{deployed.revision} was deployed, and its changes may still be live",
+                hint=f"restore the release first, e.g. `helm rollback {release} "
+                f"{deployed.revision} --namespace {namespace} --force --wait`, then update again",
+            )
         values = self._helm.get_values(release, namespace, revision=deployed.revision)
         version = deployed.chart_version
         if spec.track is Track.IMAGE:

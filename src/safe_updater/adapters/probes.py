@@ -1,4 +1,4 @@
-"""Health probes (HTTP, TCP, exec, Docker HEALTHCHECK, restarts) and the monitoring loop.
+"""Health probes (HTTP, TCP, exec, Docker HEALTHCHECK, restarts, Prometheus) and the monitor loop.
 
 A probe turns one check spec of :mod:`safe_updater.domain.health` into a :class:`Sample`; probes
 never raise for an unhealthy target, they report it. :func:`monitor` samples every probe once per
@@ -17,6 +17,7 @@ from typing import Protocol
 import httpx
 
 from safe_updater.adapters.docker_engine import ContainerEngine
+from safe_updater.adapters.prometheus_query import PrometheusProbe
 from safe_updater.domain.errors import InvalidInputError, NotFoundError, SafeUpdaterError
 from safe_updater.domain.health import (
     CheckSpec,
@@ -24,6 +25,7 @@ from safe_updater.domain.health import (
     ExecCheck,
     HealthPolicy,
     HttpCheck,
+    PrometheusCheck,
     RestartCheck,
     Sample,
     TcpCheck,
@@ -234,11 +236,14 @@ def build_probes(
             probes.append(HttpProbe(spec))
         elif isinstance(spec, TcpCheck):
             probes.append(TcpProbe(spec))
+        elif isinstance(spec, PrometheusCheck):
+            probes.append(PrometheusProbe(spec))
         else:
             if engine is None or container is None:
                 raise InvalidInputError(
                     f"check {spec.name!r} needs a container",
-                    hint="use http or tcp checks for assets that are not Docker containers",
+                    hint="use http, tcp or prometheus checks for assets that are not Docker "
+                    "containers",
                 )
             if isinstance(spec, ExecCheck):
                 probes.append(DockerExecProbe(engine, container, spec))

@@ -14,6 +14,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "scan_cmds",
     "ops_cmds",
     "state_cmds",
+    "serve_cmds",
 )
 
 

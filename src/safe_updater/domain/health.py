@@ -1,6 +1,7 @@
 """Health checks and the verdict over a monitoring window. Pure: no I/O, no clock reads.
 
-A *check spec* says what to probe (HTTP, TCP, exec, Docker's HEALTHCHECK, restart count). Probes in
+A *check spec* says what to probe (HTTP, TCP, exec, Docker's HEALTHCHECK, restart count, a
+Prometheus query against a threshold). Probes in
 :mod:`safe_updater.adapters.probes` turn specs into :class:`Sample` objects; :func:`evaluate` turns
 the samples of one window into a :class:`Verdict`:
 
@@ -16,6 +17,7 @@ Checks are configured per asset by labels (:func:`parse_health_labels`) or in th
 from __future__ import annotations
 
 import json
+import math
 import shlex
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -133,8 +135,80 @@ class RestartCheck(_Check):
         return "restarts"
 
 
+Comparison = Literal["<", "<=", ">", ">="]
+COMPARISONS: tuple[Comparison, ...] = ("<", "<=", ">", ">=")
+
+
+class PrometheusCheck(_Check):
+    """A PromQL query whose value must stay on the healthy side of a threshold.
+
+    The sample passes while ``value <comparison> threshold`` holds for every returned series
+    (e.g. ``error_rate < 0.05``) and fails once a value crosses it, as Flagger's metric checks and
+    Argo Rollouts' analysis do. An empty result is "no data yet" (neither pass nor failure); a
+    NaN value fails (a ratio over zero requests, a broken recording rule).
+    """
+
+    kind: Literal["prometheus"] = "prometheus"
+    url: str
+    query: str = Field(min_length=1, max_length=_MAX_LABEL_VALUE)
+    threshold: float
+    comparison: Comparison = "<"
+    timeout: timedelta = DEFAULT_CHECK_TIMEOUT
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be the http:// or https:// URL of a Prometheus server")
+        return value.rstrip("/")
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must be a PromQL query")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _finite(self) -> PrometheusCheck:
+        if not math.isfinite(self.threshold):
+            raise ValueError("threshold must be a finite number")
+        if self.timeout <= timedelta(0):
+            raise ValueError("timeout must be positive")
+        return self
+
+    @property
+    def name(self) -> str:
+        return f"prometheus {self.query} {self.comparison} {self.threshold:g}"
+
+    def judge(self, values: Sequence[float]) -> tuple[bool | None, str]:
+        """``(ok, detail)`` for the query's values (one per series; empty: no data)."""
+        if not values:
+            return None, "no data yet"
+        bad = [v for v in values if math.isnan(v) or not _holds(v, self.comparison, self.threshold)]
+        shown = ", ".join(f"{v:g}" for v in (bad or values)[:5])
+        more = f" (+{len(bad or values) - 5} more)" if len(bad or values) > 5 else ""
+        if bad:
+            return False, (
+                f"value {shown}{more} crossed the threshold "
+                f"(healthy while {self.comparison} {self.threshold:g})"
+            )
+        return True, f"value {shown}{more} {self.comparison} {self.threshold:g}"
+
+
+def _holds(value: float, comparison: Comparison, threshold: float) -> bool:
+    if comparison == "<":
+        return value < threshold
+    if comparison == "<=":
+        return value <= threshold
+    if comparison == ">":
+        return value > threshold
+    return value >= threshold
+
+
 CheckSpec = Annotated[
-    HttpCheck | TcpCheck | ExecCheck | DockerHealthCheck | RestartCheck,
+    HttpCheck | TcpCheck | ExecCheck | DockerHealthCheck | RestartCheck | PrometheusCheck,
     Field(discriminator="kind"),
 ]
 
@@ -227,6 +301,11 @@ _KNOWN_LABELS = (
     "tcp",
     "exec",
     "docker",
+    "prometheus.url",
+    "prometheus.query",
+    "prometheus.threshold",
+    "prometheus.op",
+    "prometheus.timeout",
     "window",
     "interval",
     "failure-threshold",
@@ -250,6 +329,11 @@ def parse_health_labels(
         safe-updater.io/health.tcp=127.0.0.1:5432       ([::1]:5432 for IPv6)
         safe-updater.io/health.exec=["pg_isready", "-q"]   (or: pg_isready -q; never run by a shell)
         safe-updater.io/health.docker=true|false
+        safe-updater.io/health.prometheus.url=http://127.0.0.1:9090
+        safe-updater.io/health.prometheus.query=sum(rate(http_errors_total[1m]))
+        safe-updater.io/health.prometheus.threshold=0.05
+        safe-updater.io/health.prometheus.op=<    (<, <=, >, >=: healthy while value OP threshold)
+        safe-updater.io/health.prometheus.timeout=2s
         safe-updater.io/health.window=20s
         safe-updater.io/health.interval=1s
         safe-updater.io/health.failure-threshold=3
@@ -289,6 +373,8 @@ def parse_health_labels(
         checks.append(_tcp_check(health["tcp"], asset_id))
     if "exec" in health:
         checks.append(ExecCheck(command=tuple(_exec_command(health["exec"], asset_id))))
+    if any(key.startswith("prometheus.") for key in health):
+        checks.append(_prometheus_check(health, asset_id))
     docker_health: bool | None = None
     if "docker" in health:
         docker_health = _bool(health, "docker", asset_id)
@@ -357,6 +443,59 @@ def _http_check(health: Mapping[str, str], asset_id: str) -> HttpCheck:
         body_contains=health.get("http.body"),
         timeout=timeout,
         verify_tls=verify,
+    )
+
+
+def _prometheus_check(health: Mapping[str, str], asset_id: str) -> PrometheusCheck:
+    for key in ("prometheus.url", "prometheus.query", "prometheus.threshold"):
+        if key not in health:
+            raise _bad_label(
+                key,
+                asset_id,
+                "is missing: a Prometheus check needs url, query and threshold",
+                f"add {HEALTH_LABEL_PREFIX}{key}",
+            )
+    url = health["prometheus.url"].strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _bad_label(
+            "prometheus.url",
+            asset_id,
+            f"({url[:100]!r}) is not an http:// or https:// URL",
+            "write it like http://127.0.0.1:9090",
+        )
+    query = health["prometheus.query"].strip()
+    if not query:
+        raise _bad_label(
+            "prometheus.query", asset_id, "is empty", "write a PromQL query returning one number"
+        )
+    raw = health["prometheus.threshold"].strip()
+    try:
+        threshold = float(raw)
+    except ValueError:
+        threshold = math.nan
+    if not math.isfinite(threshold):
+        raise _bad_label(
+            "prometheus.threshold",
+            asset_id,
+            f"({raw[:40]!r}) is not a number",
+            "write a number like 0.05 or 500",
+        )
+    op = health.get("prometheus.op", "<").strip()
+    if op not in COMPARISONS:
+        raise _bad_label(
+            "prometheus.op",
+            asset_id,
+            f"({op[:10]!r}) is not a comparison",
+            "use one of " + ", ".join(COMPARISONS) + " (healthy while value OP threshold)",
+        )
+    timeout = _positive_duration(health, "prometheus.timeout", asset_id) or DEFAULT_CHECK_TIMEOUT
+    return PrometheusCheck(
+        url=url,
+        query=query,
+        threshold=threshold,
+        comparison=op,
+        timeout=timeout,
     )
 
 

@@ -26,6 +26,10 @@ DENY = f"{LABEL_PREFIX}deny"
 HEALTH_PREFIX = f"{LABEL_PREFIX}health."
 HEALTH_HTTP = f"{HEALTH_PREFIX}http"
 HEALTH_TCP = f"{HEALTH_PREFIX}tcp"
+HEALTH_PROMETHEUS_URL = f"{HEALTH_PREFIX}prometheus.url"
+HEALTH_PROMETHEUS_QUERY = f"{HEALTH_PREFIX}prometheus.query"
+HEALTH_PROMETHEUS_THRESHOLD = f"{HEALTH_PREFIX}prometheus.threshold"
+HEALTH_PROMETHEUS_OP = f"{HEALTH_PREFIX}prometheus.op"
 HEALTH_WINDOW = f"{HEALTH_PREFIX}window"
 HEALTH_INTERVAL = f"{HEALTH_PREFIX}interval"
 
@@ -58,6 +62,10 @@ OTHER_KEYS: dict[str, str] = {
     GROUP: "The asset's group, for policy overrides and fleet waves.",
     HEALTH_HTTP: "HTTP health check URL, e.g. http://127.0.0.1:8080/healthz.",
     HEALTH_TCP: "TCP health check address, e.g. 127.0.0.1:5432.",
+    HEALTH_PROMETHEUS_URL: "Prometheus URL for a query check, e.g. http://127.0.0.1:9090.",
+    HEALTH_PROMETHEUS_QUERY: "PromQL returning one number, e.g. an error rate.",
+    HEALTH_PROMETHEUS_THRESHOLD: "The number the query's value is compared with.",
+    HEALTH_PROMETHEUS_OP: "<, <=, > or >= (default <): healthy while value OP threshold.",
     HEALTH_WINDOW: "How long health is watched after an update, e.g. 30s.",
     HEALTH_INTERVAL: "Time between health samples, e.g. 2s.",
 }

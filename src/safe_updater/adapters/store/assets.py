@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable
+from datetime import datetime
 from itertools import islice
 
 from sqlalchemy import Text, cast, delete, func, select
@@ -108,3 +109,10 @@ class AssetRepository:
             for kind, n in conn.execute(stmt):
                 counts[str(kind)] = int(n)
         return counts
+
+    def last_seen(self) -> datetime | None:
+        """When a scan last saw any asset (the newest ``last_seen``); None for no assets."""
+        with self._db.read("read last scan time") as conn:
+            # max() keeps the column's type, so the value comes back timezone-aware.
+            value: datetime | None = conn.execute(select(func.max(assets.c.last_seen))).scalar()
+        return value

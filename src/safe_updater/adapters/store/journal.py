@@ -6,12 +6,19 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
+    Float,
+    Integer,
     RowMapping,
     Select,
+    and_,
+    cast,
+    exists,
     func,
     insert,
     literal_column,
+    or_,
     select,
     update,
 )
@@ -268,6 +275,86 @@ class Journal:
             for outcome, n in conn.execute(stmt):
                 counts[str(outcome)] = int(n)
         return counts
+
+    # -- aggregates for metrics --------------------------------------------------------------
+    # Each is one aggregate query (counts by group), so a scrape costs the same with 10 or
+    # 10,000 assets: rows are counted in the database, never loaded here.
+
+    def outcome_counts(self) -> dict[tuple[str, str], int]:
+        """Closed attempts since the store was created, by ``(outcome, change_type)``."""
+        stmt = (
+            select(attempts.c.outcome, attempts.c.change_type, func.count())
+            .where(attempts.c.outcome.is_not(None))
+            .group_by(attempts.c.outcome, attempts.c.change_type)
+        )
+        with self._db.read("count attempts by outcome") as conn:
+            return {(str(o), str(c)): int(n) for o, c, n in conn.execute(stmt)}
+
+    def count_open(self) -> int:
+        """Attempts not closed yet (counted from the partial index of open rows)."""
+        stmt = select(func.count()).select_from(attempts).where(OPEN_PREDICATE)
+        with self._db.read("count open attempts") as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    def count_awaiting_approval(self) -> int:
+        """Assets whose newest attempt waits for approval (a later attempt settles it)."""
+        newer = attempts.alias("newer")
+        later = exists().where(
+            newer.c.asset_id == attempts.c.asset_id,
+            or_(
+                newer.c.started_at > attempts.c.started_at,
+                and_(newer.c.started_at == attempts.c.started_at, newer.c.id > attempts.c.id),
+            ),
+        )
+        stmt = (
+            select(func.count(func.distinct(attempts.c.asset_id)))
+            .where(attempts.c.outcome == Outcome.AWAITING_APPROVAL.value)
+            .where(~later)
+        )
+        with self._db.read("count pending approvals") as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    def duration_histogram(
+        self,
+        buckets: tuple[float, ...],
+        *,
+        since: datetime,
+        outcomes: tuple[Outcome, ...] = (Outcome.UPDATED, Outcome.ROLLED_BACK, Outcome.FAILED),
+    ) -> dict[str, tuple[list[int], int, float]]:
+        """Attempt durations (finished - started, seconds) started since ``since``, by outcome.
+
+        Returns ``outcome -> (cumulative count per upper bound in buckets, count, sum)``,
+        from one GROUP BY query over the metrics index: rows are bounded by ``since`` and never
+        loaded. Bounds are compared with durations rounded up to whole seconds.
+        """
+        seconds = self._seconds_between(attempts.c.started_at, attempts.c.finished_at)
+        # Grouped by whole seconds rounded up (-CAST(-d AS INTEGER) is ceil for d >= 0), so the
+        # duration is computed once per row and at most a few thousand groups come back; the
+        # buckets are then filled here. Exact for whole-second bounds (``d <= b`` iff
+        # ``ceil(d) <= b``), which DURATION_BUCKETS are.
+        whole = -cast(-seconds, Integer)
+        stmt = (
+            select(attempts.c.outcome, whole, func.count(), func.sum(seconds))
+            .where(attempts.c.outcome.in_([o.value for o in outcomes]))
+            .where(attempts.c.started_at >= since)
+            .where(attempts.c.finished_at.is_not(None))
+            .group_by(attempts.c.outcome, whole)
+        )
+        result: dict[str, tuple[list[int], int, float]] = {}
+        with self._db.read("attempt durations") as conn:
+            for outcome, ceiling, count, total in conn.execute(stmt):
+                cumulative, n, acc = result.get(str(outcome), ([0] * len(buckets), 0, 0.0))
+                for i, bound in enumerate(buckets):
+                    if int(ceiling or 0) <= bound:
+                        cumulative[i] += int(count)
+                result[str(outcome)] = (cumulative, n + int(count), acc + float(total or 0.0))
+        return {k: (c, n, max(0.0, t)) for k, (c, n, t) in result.items()}
+
+    def _seconds_between(self, start: Any, end: Any) -> ColumnElement[float]:
+        if self._db.is_sqlite:
+            # Naive UTC text on SQLite: julianday() reads it; days -> seconds.
+            return cast((func.julianday(end) - func.julianday(start)) * 86400.0, Float)
+        return cast(func.extract("epoch", end - start), Float)
 
     # -- helpers ----------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 
-from sqlalchemy import RowMapping, delete, select
+from sqlalchemy import RowMapping, delete, func, select
 
 from safe_updater.adapters.store.database import Database, dialect_insert
 from safe_updater.adapters.store.schema import pins, quarantine
@@ -83,6 +83,11 @@ class Quarantine:
             stmt = stmt.where(quarantine.c.asset_id == asset_id)
         with self._db.read("read quarantine") as conn:
             return [_entry(row) for row in conn.execute(stmt).mappings()]
+
+    def count(self) -> int:
+        """Quarantined (asset, version) pairs, counted in the database."""
+        with self._db.read("count quarantine") as conn:
+            return int(conn.execute(select(func.count()).select_from(quarantine)).scalar_one())
 
     def clear(self, asset_id: str, version: str | None = None) -> int:
         """Release one version, or every version of the asset; returns how many were removed."""

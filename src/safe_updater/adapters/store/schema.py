@@ -109,6 +109,15 @@ attempts = Table(
     Index("ix_attempts_asset_id_started_at_id", "asset_id", "started_at", "id"),
     # stats() and count(outcome=...): counted from this index alone, without reading rows.
     Index("ix_attempts_outcome_started_at", "outcome", "started_at"),
+    # /metrics (revision 0002): counts by outcome and change type, and the duration histogram,
+    # read from this index alone: a scrape never loads journal rows.
+    Index(
+        "ix_attempts_outcome_change_type_started_at_finished_at",
+        "outcome",
+        "change_type",
+        "started_at",
+        "finished_at",
+    ),
     # At most one open attempt per asset, enforced by the database for every writer (flow runs,
     # CLI, other hosts on PostgreSQL): a partial unique index over the rows not yet closed.
     Index(

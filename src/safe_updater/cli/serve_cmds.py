@@ -1,0 +1,336 @@
+"""``safe-updater serve`` (the service: Prefect server, the standard deployments, /metrics) and
+``safe-updater deployments export`` (the prefect.yaml for work pools and workers)."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from safe_updater.cli.common import ConfigOption, prepare_environment
+from safe_updater.domain.errors import InvalidInputError, SafeUpdaterError
+from safe_updater.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SERVER_READY_TIMEOUT = 120.0
+SERVER_STOP_TIMEOUT = 15.0
+DEFAULT_LIMIT = 4
+
+deployments_app = typer.Typer(
+    help="The standard deployments (schedules, parameters) that `serve` runs.",
+    no_args_is_help=True,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.add_typer(deployments_app, name="deployments")
+
+
+@deployments_app.command("export")
+def export() -> None:
+    """Print the prefect.yaml of the standard deployments (for `prefect deploy --all`)."""
+    from safe_updater.deployments.standard import render_prefect_yaml
+
+    sys.stdout.write(render_prefect_yaml())
+
+
+class ServerError(SafeUpdaterError):
+    """The local Prefect server did not start."""
+
+
+def serve(
+    host: Annotated[
+        str, typer.Option("--host", help="Address of the Prefect server and its UI.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port of the Prefect server and UI.")] = 4200,
+    metrics_port: Annotated[
+        int, typer.Option("--metrics-port", help="Port of /metrics (Prometheus).")
+    ] = 9720,
+    no_ui: Annotated[
+        bool, typer.Option("--no-ui", help="Serve the Prefect API without its web UI.")
+    ] = False,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, help="At most this many flow runs at once.")
+    ] = DEFAULT_LIMIT,
+    config: ConfigOption = None,
+) -> None:
+    """Run the service: a local Prefect server (UI on http://HOST:PORT), the standard deployments
+    on their schedules, and /metrics. With PREFECT_API_URL set, use that server instead.
+    Ctrl-C stops everything."""
+    settings = Settings()
+    if not is_loopback(host):
+        typer.echo(
+            f"warning: --host {host} exposes the Prefect UI and API beyond this machine, and "
+            "they have no authentication: put a proxy with auth in front, or set "
+            "PREFECT_SERVER_API_AUTH_STRING (see docs/serve.md)",
+            err=True,
+        )
+    external = os.environ.get("PREFECT_API_URL")
+    server: LocalServer | None = None
+    try:
+        with _stop_on_signals():
+            if external:
+                typer.echo(f"Using the Prefect server at {external}", err=True)
+            else:
+                server = LocalServer.start(settings.home, host, port, ui=not no_ui)
+                typer.echo(
+                    f"Prefect server ready in {server.ready_after:.1f} s: {server.ui_url} "
+                    f"(pid {server.process.pid}, log {server.log_path})",
+                    err=True,
+                )
+                os.environ["PREFECT_API_URL"] = server.api_url
+                auth = os.environ.get("PREFECT_SERVER_API_AUTH_STRING")
+                if auth:  # the server asks for it; this process and its flow runs send it
+                    os.environ.setdefault("PREFECT_API_AUTH_STRING", auth)
+            os.environ.setdefault("PREFECT_HOME", str(prefect_home(settings.home)))
+            prepare_environment(config)
+            with _metrics(config, host, metrics_port):
+                _serve_deployments(limit)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if server is not None:
+            server.stop()
+    typer.echo("stopped", err=True)
+
+
+def _serve_deployments(limit: int) -> None:
+    from prefect import serve as prefect_serve
+
+    from safe_updater.deployments.standard import to_runner_deployments
+
+    prefect_serve(*to_runner_deployments(), limit=limit)
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Ctrl-C and SIGTERM stop the service (Prefect's runner installs its own SIGTERM handler
+    while serving). SIGINT is restored even when a shell started us with it ignored (``&``)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous_term = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
+
+
+@contextlib.contextmanager
+def _metrics(config: Path | None, host: str, port: int) -> Iterator[None]:
+    """``safe_updater.metrics.serve_metrics(store, host, port)`` in a thread, when it exists."""
+    try:
+        metrics: Any = importlib.import_module("safe_updater.metrics")
+    except ImportError:
+        metrics = None
+    serve_metrics = getattr(metrics, "serve_metrics", None)
+    if serve_metrics is None:
+        typer.echo("metrics: safe_updater.metrics.serve_metrics is missing; no /metrics", err=True)
+        yield
+        return
+    from safe_updater.wiring import open_store
+
+    store = open_store(config)
+    started: list[Any] = []
+
+    def run() -> None:
+        started.append(serve_metrics(store, host, port))
+
+    thread = threading.Thread(target=run, name="safe-updater-metrics", daemon=True)
+    thread.start()
+    typer.echo(f"metrics: http://{_url_host(host)}:{port}/metrics", err=True)
+    try:
+        yield
+    finally:
+        thread.join(timeout=5)
+        stop_metrics = getattr(metrics, "stop_metrics", None)
+        if callable(stop_metrics) and started and isinstance(started[0], tuple):
+            with contextlib.suppress(Exception):
+                stop_metrics(*started[0])
+            started.clear()
+        for handle in _flatten(started):
+            for method in ("shutdown", "stop", "close"):
+                stop = getattr(handle, method, None)
+                if callable(stop):
+                    with contextlib.suppress(Exception):
+                        stop()
+                    break
+        store.close()
+
+
+def _flatten(values: list[Any]) -> list[Any]:
+    flat: list[Any] = []
+    for value in values:
+        flat.extend(value if isinstance(value, tuple | list) else [value])
+    return [value for value in flat if value is not None]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def prefect_home(home: Path) -> Path:
+    return home / "prefect"
+
+
+def server_environment(
+    home: Path, host: str, port: int, base: Mapping[str, str], *, ui: bool = True
+) -> dict[str, str]:
+    """The child server's environment: its home and SQLite database under the state dir, the
+    API address the UI advertises, analytics off."""
+    prefect_dir = prefect_home(home)
+    env = {key: value for key, value in base.items() if key != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(prefect_dir)
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    env["PREFECT_SERVER_API_HOST"] = host
+    env["PREFECT_SERVER_API_PORT"] = str(port)
+    env["PREFECT_UI_API_URL"] = f"http://{_url_host(host)}:{port}/api"
+    env["PREFECT_SERVER_UI_ENABLED"] = "true" if ui else "false"
+    env.setdefault(
+        "PREFECT_API_DATABASE_CONNECTION_URL", f"sqlite+aiosqlite:///{prefect_dir / 'prefect.db'}"
+    )
+    return env
+
+
+def server_command(host: str, port: int, *, ui: bool = True) -> list[str]:
+    prefect = Path(sys.executable).with_name("prefect")
+    launcher = [str(prefect)] if prefect.exists() else [sys.executable, "-m", "prefect"]
+    return [
+        *launcher,
+        "server",
+        "start",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--ui" if ui else "--no-ui",
+    ]
+
+
+@dataclass
+class LocalServer:
+    """``prefect server start`` as a child process, stopped by its PID."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    api_url: str
+    ui_url: str
+    ready_after: float = 0.0
+
+    @classmethod
+    def start(
+        cls,
+        home: Path,
+        host: str,
+        port: int,
+        *,
+        ui: bool = True,
+        timeout: float = SERVER_READY_TIMEOUT,
+    ) -> LocalServer:
+        _check_port_free(host, port)
+        prefect_dir = prefect_home(home)
+        prefect_dir.mkdir(parents=True, exist_ok=True)
+        log_path = prefect_dir / "server.log"
+        env = server_environment(home, host, port, os.environ, ui=ui)
+        base = f"http://{_url_host(host)}:{port}"
+        began = time.monotonic()
+        with log_path.open("ab") as log_file:
+            process = subprocess.Popen(  # noqa: S603 - an argument list, never a shell
+                server_command(host, port, ui=ui),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                # Its own session: Ctrl-C reaches only us, and we stop the server after the
+                # runner has paused the deployments through it.
+                start_new_session=True,
+            )
+        server = cls(process, log_path, f"{base}/api", f"{base}/")
+        try:
+            server._wait_ready(timeout)
+        except BaseException:
+            server.stop()
+            raise
+        server.ready_after = time.monotonic() - began
+        return server
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            code = self.process.poll()
+            if code is not None:
+                raise ServerError(
+                    f"the Prefect server exited with code {code} before it was ready",
+                    hint=f"see {self.log_path}",
+                )
+            if _healthy(f"{self.api_url}/health"):
+                return
+            if time.monotonic() > deadline:
+                raise ServerError(
+                    f"the Prefect server did not answer {self.api_url}/health "
+                    f"within {timeout:.0f} s",
+                    hint=f"see {self.log_path}",
+                )
+            time.sleep(0.5)
+
+    def stop(self, timeout: float = SERVER_STOP_TIMEOUT) -> None:
+        """SIGTERM, wait ``timeout`` seconds, then SIGKILL."""
+        if self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _check_port_free(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise InvalidInputError(
+                f"cannot listen on {host}:{port}: {error.strerror}",
+                hint="choose another --port, or set PREFECT_API_URL to use the server there",
+            ) from error
