@@ -185,8 +185,11 @@ def test_block_password_never_leaks(
         outputs += [(f"event {e.event}", e.model_dump_json()) for e in events]
 
     # 4. The state store: journal rows and audit records, as raw bytes.
-    for path in s.workdir.glob("state.db*"):
-        outputs.append((f"file {path.name}", path.read_bytes().decode("latin-1")))
+    # The database, its WAL and the per-asset lock files (state.db.locks/), as raw bytes.
+    for path in sorted(s.workdir.glob("state.db*")):
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for file in files:
+            outputs.append((f"file {file.name}", file.read_bytes().decode("latin-1")))
 
     leaks = _where(canaries, outputs)
     assert leaks == [], f"the registry password leaked into: {leaks}"
