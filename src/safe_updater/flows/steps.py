@@ -6,8 +6,9 @@ Every side effect is preceded by a durable journal write, so a crash anywhere le
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from prefect import get_run_logger
 
@@ -35,7 +36,25 @@ from safe_updater.tasks.journaling import (
 from safe_updater.tasks.locks import asset_lock
 from safe_updater.tasks.recording import emit_update_event, publish_report
 
+P = ParamSpec("P")
+R = TypeVar("R")
 
+
+def holding_asset_lock(
+    step: Callable[Concatenate[Asset, P], R],
+) -> Callable[Concatenate[Asset, P], R]:
+    """Run ``step`` under its asset's lock (another live run holds it: ConflictError, nothing
+    changed)."""
+
+    @functools.wraps(step)
+    def locked(asset: Asset, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with asset_lock(asset.id):
+            return step(asset, *args, **kwargs)
+
+    return locked
+
+
+@holding_asset_lock
 def apply_and_verify(
     asset: Asset,
     target: str,
@@ -51,44 +70,7 @@ def apply_and_verify(
     apply_step: Callable[[Asset, Snapshot, str], AppliedChange] | None = None,
 ) -> UpdateResult:
     """Open the attempt, then preflight, snapshot, apply, verify, and commit or roll back, all
-    under the asset's lock (another live run keeps it: ConflictError, nothing changed).
-
-    ``success`` is the outcome recorded when the new version verifies (``rolled_back`` for a
-    manual rollback); ``retire_version`` is quarantined then (the version a person rolled back
-    from). ``apply_step`` replaces the ``apply-update`` task (a Helm rollback to a chosen
-    revision applies that revision instead of a version).
-    """
-    with asset_lock(asset.id):
-        return _apply_and_verify_locked(
-            asset,
-            target,
-            change_type,
-            decision,
-            reasons,
-            run_id,
-            actor=actor,
-            approvers=approvers,
-            success=success,
-            retire_version=retire_version,
-            apply_step=apply_step,
-        )
-
-
-def _apply_and_verify_locked(
-    asset: Asset,
-    target: str,
-    change_type: str,
-    decision: Decision,
-    reasons: list[str],
-    run_id: str | None,
-    *,
-    actor: str,
-    approvers: list[str],
-    success: Outcome = Outcome.UPDATED,
-    retire_version: str | None = None,
-    apply_step: Callable[[Asset, Snapshot, str], AppliedChange] | None = None,
-) -> UpdateResult:
-    """Open the attempt, then preflight, snapshot, apply, verify, and commit or roll back.
+    under the asset's lock.
 
     ``success`` is the outcome recorded when the new version verifies (``rolled_back`` for a
     manual rollback); ``retire_version`` is quarantined then (the version a person rolled back

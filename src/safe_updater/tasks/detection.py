@@ -8,6 +8,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
+from safe_updater.adapters.versions import VersionSource
 from safe_updater.domain.assets import Asset
 from safe_updater.domain.errors import InvalidInputError
 from safe_updater.domain.versions import Scheme, parse_tag, rank_candidates
@@ -42,7 +43,16 @@ class Candidates(BaseModel):
 def fetch_candidates(asset: Asset, with_release_times: bool = False) -> Candidates:
     """List the versions the asset's source offers; for a mutable tag, compare digests."""
     source = current_runtime().versions_for(asset)
-    tags = source.list_versions(asset)
+    return candidates_for(
+        source, asset, source.list_versions(asset), with_release_times=with_release_times
+    )
+
+
+def candidates_for(
+    source: VersionSource, asset: Asset, tags: list[str], *, with_release_times: bool
+) -> Candidates:
+    """The candidates of one asset from a tag list (listed once, maybe shared by many assets):
+    for a mutable tag, its remote digest; with ``with_release_times``, the newest tags' ages."""
     result = Candidates(tags=tags, current_digest=asset.current_digest)
     try:
         scheme = parse_tag(asset.current_version).scheme

@@ -15,16 +15,16 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from safe_updater.domain.assets import Asset, AssetKind
-from safe_updater.domain.errors import InvalidInputError, SafeUpdaterError
+from safe_updater.domain.errors import SafeUpdaterError
 from safe_updater.domain.policy import Decision, decide, resolve_policy
-from safe_updater.domain.versions import ParsedTags, Scheme, parse_tag, parse_tags, rank_candidates
+from safe_updater.domain.versions import ParsedTags, parse_tags
 from safe_updater.runtime import current_runtime
-from safe_updater.tasks.detection import Candidates
+from safe_updater.tasks.detection import candidates_for
 from safe_updater.tasks.gating import asset_context
 from safe_updater.tasks.retry import TRANSIENT_RETRIES
 
 if TYPE_CHECKING:
-    from safe_updater.adapters.versions import VersionSource
+    pass
 
 
 # Asking a registry for a config blob costs a request per tag: only the newest few need an age.
@@ -76,7 +76,7 @@ def plan_repository(repository: str, assets: list[Asset]) -> list[dict[str, Any]
             policy = resolve_policy(runtime.config.policy, context)
             if asset.id in pins:
                 policy = policy.model_copy(update={"pin": pins[asset.id]})
-            candidates = _candidates(
+            candidates = candidates_for(
                 source, asset, tags, with_release_times=policy.min_release_age is not None
             )
             chart = asset.kind is AssetKind.HELM
@@ -138,23 +138,3 @@ def error_row(asset: Asset, error: SafeUpdaterError) -> dict[str, Any]:
 
 def _text(value: object) -> str | None:
     return None if value is None else str(getattr(value, "value", value))
-
-
-def _candidates(
-    source: VersionSource, asset: Asset, tags: list[str], *, with_release_times: bool
-) -> Candidates:
-    """What ``fetch_candidates`` returns for one asset, from a tag list listed once for many."""
-    result = Candidates(tags=tags, current_digest=asset.current_digest)
-    try:
-        scheme = parse_tag(asset.current_version).scheme
-    except InvalidInputError:
-        scheme = Scheme.DIGEST_ONLY
-    if scheme is Scheme.DIGEST_ONLY:
-        result.remote_digest = source.digest(asset, asset.current_version)
-    elif with_release_times:
-        ranking = rank_candidates(asset.current_version, tags, allow_prerelease=True)
-        for verdict in ranking.accepted[:_MAX_AGE_LOOKUPS]:
-            created = source.created_at(asset, verdict.tag)
-            if created is not None:
-                result.release_times[verdict.tag] = created
-    return result
