@@ -185,10 +185,19 @@ def _free_port() -> int:
 
 def _request(url: str, body: Any = None, timeout: float = 10) -> tuple[int, str, bytes]:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method="GET" if data is None else "POST")
-    request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return response.status, response.headers.get("Content-Type", ""), response.read()
+    # A SQLite-backed Prefect server answers 503 while its database is busy; Prefect's own
+    # client retries those with back-off, and so does this test's bare client.
+    for attempt in range(6):
+        request = urllib.request.Request(url, data=data, method="GET" if data is None else "POST")
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, response.headers.get("Content-Type", ""), response.read()
+        except urllib.error.HTTPError as error:
+            if error.code != 503 or attempt == 5:
+                raise
+            time.sleep(1 + attempt)
+    raise AssertionError("unreachable")
 
 
 def _wait_for(what: str, check: Any, timeout: float, process: subprocess.Popen[bytes]) -> Any:

@@ -10,6 +10,8 @@ PostgreSQL: psycopg 3; writers that need serializing lock a row (``SELECT … FO
 from __future__ import annotations
 
 import logging
+import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -110,9 +112,11 @@ def _configure_sqlite(engine: Engine, *, memory: bool) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            if not memory:
-                cursor.execute("PRAGMA journal_mode=WAL")
+            # The busy timeout first: every later statement, the WAL switch included, waits for
+            # other processes' locks instead of failing at once.
             cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            if not memory:
+                _switch_to_wal(cursor)
             # FULL: a journal row written before a side effect survives power loss too, not
             # only a crash of the process.
             cursor.execute("PRAGMA synchronous=FULL")
@@ -123,6 +127,23 @@ def _configure_sqlite(engine: Engine, *, memory: bool) -> None:
     def _on_begin(connection: Connection) -> None:
         mode = connection.get_execution_options().get(SQLITE_BEGIN_OPTION, "DEFERRED")
         connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """``PRAGMA journal_mode=WAL`` on a database that several new connections open at once.
+
+    Changing the journal mode needs an exclusive lock and SQLite does not always wait for it
+    (it answers "database is locked" at once), so the switch is retried for a bounded time.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
 
 
 @contextmanager
