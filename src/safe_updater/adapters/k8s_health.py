@@ -30,6 +30,7 @@ from safe_updater.adapters.kube_api import (
     interrupt_response,
     selector_string,
 )
+from safe_updater.adapters.probes import exec_sample
 from safe_updater.domain.errors import NotFoundError, SafeUpdaterError
 from safe_updater.domain.health import ExecCheck, Sample
 from safe_updater.domain.rollout import (
@@ -416,14 +417,7 @@ class KubernetesExecProbe:
             )
         except SafeUpdaterError as exc:
             return Sample(at=at, check=self.name, ok=False, detail=f"exec in {pod}: {exc.message}")
-        if result.timed_out:
-            detail = f"exec in {pod} timed out after {spec.timeout.total_seconds():g}s"
-            return Sample(at=at, check=self.name, ok=False, detail=detail)
-        ok = result.exit_code == spec.expected_exit
-        detail = f"exec in {pod}: exit {result.exit_code}"
-        if not ok and result.output:
-            detail += f": {result.output[-200:]}"
-        return Sample(at=at, check=self.name, ok=ok, detail=detail)
+        return exec_sample(at, self.name, spec, result, where=pod)
 
 
 class StaticProbe:

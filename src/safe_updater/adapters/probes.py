@@ -139,14 +139,35 @@ class DockerExecProbe:
             )
         except SafeUpdaterError as exc:
             return Sample(at=at, check=self.name, ok=False, detail=f"exec failed: {exc.message}")
-        if result.timed_out:
-            detail = f"timed out after {spec.timeout.total_seconds():g}s"
-            return Sample(at=at, check=self.name, ok=False, detail=detail)
-        ok = result.exit_code == spec.expected_exit
-        detail = f"exit {result.exit_code}"
-        if not ok and result.output:
-            detail += f": {result.output[-200:]}"
-        return Sample(at=at, check=self.name, ok=ok, detail=detail)
+        return exec_sample(at, self.name, spec, result)
+
+
+class ExecOutcome(Protocol):
+    """What running a command returned: Docker's and Kubernetes' exec results both fit."""
+
+    @property
+    def exit_code(self) -> int | None: ...
+
+    @property
+    def output(self) -> str: ...
+
+    @property
+    def timed_out(self) -> bool: ...
+
+
+def exec_sample(
+    at: datetime, check: str, spec: ExecCheck, result: ExecOutcome, *, where: str = ""
+) -> Sample:
+    """The sample for one exec check: the expected exit code passes; a timeout fails."""
+    prefix = f"exec in {where}: " if where else ""
+    if result.timed_out:
+        detail = f"{prefix}timed out after {spec.timeout.total_seconds():g}s"
+        return Sample(at=at, check=check, ok=False, detail=detail)
+    ok = result.exit_code == spec.expected_exit
+    detail = f"{prefix}exit {result.exit_code}"
+    if not ok and result.output:
+        detail += f": {result.output[-200:]}"
+    return Sample(at=at, check=check, ok=ok, detail=detail)
 
 
 class DockerHealthProbe:
