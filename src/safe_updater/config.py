@@ -349,6 +349,53 @@ class ApprovalsConfig(BaseModel):
     )
 
 
+class FleetConfig(BaseModel):
+    model_config = _model("Fleet updates: waves, soak, failure budget, concurrency.")
+
+    canary: list[str] = Field(
+        default_factory=lambda: ["canary"],
+        description="Groups updated first, one wave each; the rest waits for them to pass.",
+    )
+    order: list[str] = Field(
+        default_factory=list,
+        description="Groups in the order their waves run after the canaries; groups not "
+        "named follow alphabetically, assets without a group last.",
+    )
+    soak: Duration = Field(
+        default=timedelta(0),
+        description="Time to wait after a wave before the next one starts (0s: none).",
+    )
+    failure_budget: int = Field(
+        default=0,
+        ge=0,
+        description="Failed or rolled-back updates a wave may have; one more halts the "
+        "remaining waves (canary waves always allow 0).",
+    )
+    max_parallel: int = Field(default=4, ge=1, description="Updates running at once, in all.")
+    max_parallel_per_target: int | None = Field(
+        default=None,
+        ge=1,
+        description="Updates running at once per Docker host or cluster (default: no "
+        "limit below max_parallel).",
+    )
+    approval: Literal["plan", "defer"] = Field(
+        default="plan",
+        description="plan: one approval in the fleet run covers every update that needs "
+        "one; defer: each such update waits for its own approval (safe-updater approve).",
+    )
+    dispatch: Literal["auto", "inline", "deployment"] = Field(
+        default="auto",
+        description="inline: per-asset runs in the fleet's process; deployment: runs of "
+        "the update-asset deployment, spread over workers; auto: deployment when the fleet "
+        "itself runs from a deployment.",
+    )
+    window_wait: Duration = Field(
+        default=timedelta(0),
+        description="An asset outside its maintenance window is waited for if the window "
+        "opens within this time; otherwise it is deferred to the next run.",
+    )
+
+
 def _is_loopback_host(netloc: str) -> bool:
     """``127.0.0.1:8080``, ``localhost``, ``[::1]:80``; no credentials in the URL either."""
     if "@" in netloc:
@@ -452,6 +499,9 @@ class AppConfig(BaseModel):
     notifications: list[NotificationConfig] = Field(
         default_factory=list,
         description="Webhooks told about update events (docs/notifications.md).",
+    )
+    fleet: FleetConfig = Field(
+        default_factory=FleetConfig, description="Fleet updates (docs/fleet.md)."
     )
 
     @field_validator("notifications")

@@ -13,6 +13,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "config_cmds",
     "scan_cmds",
     "ops_cmds",
+    "fleet_cmds",
     "state_cmds",
     "serve_cmds",
 )

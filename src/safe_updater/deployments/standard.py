@@ -74,6 +74,17 @@ STANDARD_DEPLOYMENTS: tuple[StandardDeployment, ...] = (
         concurrency_limit=1,
     ),
     StandardDeployment(
+        name="update-fleet",
+        module="update_fleet",
+        flow="update_fleet",
+        description="Scan, plan, approve once, update in waves (canaries first); "
+        "deferred outside maintenance windows.",
+        # 03:00 UTC daily: inside the common night window; the assets' own windows still
+        # decide (an asset outside its window waits or is deferred, and the plan says which)
+        schedule=Schedule(cron="0 3 * * *", timezone="UTC"),
+        concurrency_limit=1,
+    ),
+    StandardDeployment(
         name="update-asset",
         module="update_asset",
         flow="update_asset",

@@ -30,7 +30,7 @@ class ApprovalOutcome(BaseModel):
 
 
 def wait_for_approval(
-    asset_id: str,
+    asset_id: str | None,
     description: str,
     rule: ApprovalRule,
     *,

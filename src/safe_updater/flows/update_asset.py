@@ -27,6 +27,7 @@ from safe_updater.flows.steps import (
 )
 from safe_updater.tasks.detection import fetch_candidates
 from safe_updater.tasks.discovery import resolve_asset
+from safe_updater.tasks.fleet import holding_slots
 from safe_updater.tasks.gating import decide_update, effective_policy, rollback_budget_exhausted
 from safe_updater.tasks.journaling import audit
 from safe_updater.tasks.queries import find_open_attempts
@@ -40,6 +41,8 @@ ApprovalMode = Literal["pause", "defer"]
     name="update-asset",
     flow_run_name="update {asset_id}",
     description="Update one asset safely: decide, approve, apply, verify, commit or roll back.",
+    # a fleet run reads the outcome of runs that workers executed
+    persist_result=True,
 )
 def update_asset(
     asset_id: str,
@@ -48,6 +51,8 @@ def update_asset(
     approval: ApprovalMode = "pause",
     approved_by: str | None = None,
     actor: str = "safe-updater",
+    planned_version: str | None = None,
+    concurrency_limits: list[str] | None = None,
 ) -> dict[str, Any]:
     """Update ``asset_id`` to the best version its policy allows (or to ``to_version``).
 
@@ -58,10 +63,33 @@ def update_asset(
         dry_run: decide and report only.
         approval: ``pause`` waits in this run for the Prefect UI form (or ``safe-updater
             approve RUN_ID``); ``defer`` records that approval is needed and returns.
-        approved_by: who approved ``to_version`` outside this run (checked against the
-            policy's approvers).
+        approved_by: who approved outside this run: ``to_version``, or the update a fleet
+            plan approved (checked against the policy's approvers; a quorum above one still
+            asks the rest).
         actor: who started the run, for the audit log.
+        planned_version: the target a fleet plan chose; if the policy now picks another
+            version the run skips, so nothing is applied that the plan (and its approver)
+            did not show.
+        concurrency_limits: Prefect global concurrency limits to hold a slot of for the
+            whole run (the fleet passes its global, per-target and per-asset limits).
     """
+    with holding_slots(concurrency_limits or []) as held:
+        result = _update(
+            asset_id, to_version, dry_run, approval, approved_by, actor, planned_version
+        )
+    result.update(held)
+    return result
+
+
+def _update(
+    asset_id: str,
+    to_version: str | None,
+    dry_run: bool,
+    approval: ApprovalMode,
+    approved_by: str | None,
+    actor: str,
+    planned_version: str | None,
+) -> dict[str, Any]:
     run_id = _flow_run_id()
     logger = get_run_logger()
 
@@ -81,6 +109,20 @@ def update_asset(
     if target is None:
         reasons += _held_back(decision)
         return finish_without_change(asset, decision, Outcome.NO_UPDATE, reasons, run_id)
+    if planned_version is not None and target != planned_version:
+        reasons.append(
+            f"the fleet plan chose {planned_version} but the policy now picks {target}; "
+            "skipped so that only planned changes apply (the next run plans again)"
+        )
+        return finish_without_change(
+            asset,
+            decision,
+            Outcome.SKIPPED,
+            reasons,
+            run_id,
+            target=target,
+            change_type=change_type,
+        )
 
     if to_version is None:
         halted = rollback_budget_exhausted(asset_id)
@@ -113,6 +155,9 @@ def update_asset(
         )
 
     approvers = [approved_by] if approved_by else []
+    if needs_approval and approved_by is not None and policy.approval.quorum <= 1:
+        reasons.append(f"approved by {approved_by} in the fleet plan")
+        needs_approval = False
     if needs_approval:
         if approval == "defer":
             return record_awaiting_approval(

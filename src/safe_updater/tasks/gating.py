@@ -18,12 +18,17 @@ from safe_updater.runtime import current_runtime
 from safe_updater.tasks.detection import Candidates
 
 
+def asset_group(asset: Asset) -> str | None:
+    """The config's ``assets.<glob>.group`` for the asset, else its group label."""
+    return current_runtime().config.group_for(asset.id) or asset.group
+
+
 def asset_context(asset: Asset) -> AssetContext:
     return AssetContext(
         asset_id=asset.id,
         kind=asset.kind,
         namespace=asset.namespace,
-        group=asset.group,
+        group=asset_group(asset),
         name=asset.name,
         labels=asset.labels,
     )

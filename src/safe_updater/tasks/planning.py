@@ -20,7 +20,7 @@ from safe_updater.domain.policy import Decision, decide, resolve_policy
 from safe_updater.domain.versions import ParsedTags, parse_tags
 from safe_updater.runtime import current_runtime
 from safe_updater.tasks.detection import candidates_for
-from safe_updater.tasks.gating import asset_context
+from safe_updater.tasks.gating import asset_context, asset_group
 from safe_updater.tasks.retry import TRANSIENT_RETRIES
 
 if TYPE_CHECKING:
@@ -105,14 +105,20 @@ def plan_row(asset: Asset, decision: Decision | None) -> dict[str, Any]:
     asset when there is no decision: a scan without registry look-ups)."""
     row: dict[str, Any] = {
         "asset": asset.id,
+        "group": asset_group(asset),
         "current": asset.current_version,
         "target": None,
         "change_type": None,
         "action": None,
+        "window_open": True,
+        "next_window": None,
         "reasons": "",
     }
     if decision is None:
         return row
+    row["window_open"] = decision.window_open
+    if decision.next_window is not None:
+        row["next_window"] = decision.next_window.isoformat()
     if decision.auto_target:
         row.update(
             target=decision.auto_target, change_type=_text(decision.auto_change_type), action="auto"
