@@ -623,8 +623,26 @@ def check_config_text(text: str, *, source: str) -> tuple[AppConfig | None, list
         return None, [ConfigError(f"not valid YAML: {problem}", source=source, line=line)]
     except YAMLError as error:
         return None, [ConfigError(f"not valid YAML: {error}", source=source)]
+    except RecursionError:
+        # ruamel's composer recurses per nesting level
+        return None, [
+            ConfigError(
+                "not valid YAML: nested too deeply",
+                hint="a config is a few levels deep; check for runaway brackets",
+                source=source,
+            )
+        ]
     reader = _Reader(source)
-    data = reader.value(root, (), 0) if root is not None else {}
+    try:
+        data = reader.value(root, (), 0) if root is not None else {}
+    except _TooLarge:
+        return None, [
+            ConfigError(
+                f"the file expands to more than {_MAX_VALUES:,} values (YAML aliases)",
+                hint="write the values out; aliases that refer to aliases multiply",
+                source=source,
+            )
+        ]
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -659,6 +677,15 @@ def _sorted(problems: list[ConfigError]) -> list[ConfigError]:
 Path_ = tuple[str | int, ...]
 
 
+# A real config has hundreds of values; aliases of aliases ("billion laughs") expand a
+# few hundred bytes into billions, so the reader stops counting well before that.
+_MAX_VALUES = 100_000
+
+
+class _TooLarge(Exception):
+    pass
+
+
 class _Reader:
     """Node tree -> plain data, recording the line of every key and list item."""
 
@@ -666,6 +693,7 @@ class _Reader:
         self.source = source
         self.lines: dict[Path_, int] = {}
         self.problems: list[ConfigError] = []
+        self.count = 0
 
     def problem(
         self, path: Path_, message: str, hint: str | None = None, line: int | None = None
@@ -681,6 +709,9 @@ class _Reader:
         )
 
     def value(self, node: Node, path: Path_, depth: int) -> Any:
+        self.count += 1
+        if self.count > _MAX_VALUES:
+            raise _TooLarge
         if depth > _MAX_DEPTH:
             self.problem(path, "nested too deeply")
             return None

@@ -55,7 +55,9 @@ class HelmUnavailableError(TransientError):
 _MAX_MESSAGE_LINES = 3
 _MAX_MESSAGE_CHARS = 600
 _REDACTIONS = (
-    (re.compile(r"(?i)(\w+://)[^/\s:@]+:[^/\s@]+@"), r"\1***@"),
+    # \b: without it a long run of word characters with no "://" was retried from every
+    # position, each time scanning to its end (quadratic: 4 s for 16 kB of stderr).
+    (re.compile(r"(?i)\b(\w+://)[^/\s:@]+:[^/\s@]+@"), r"\1***@"),
     (re.compile(r"(?i)\b(password|passwd|token|secret|authorization)([=:]\s*)\S+"), r"\1\2***"),
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 ***"),
 )
@@ -84,10 +86,15 @@ _IN_PROGRESS = "another operation (install/upgrade/rollback) is in progress"
 _RELEASE_NOT_FOUND = re.compile(r"release: not found|has no deployed releases")
 _REVISION_NOT_FOUND = re.compile(r"release has no \d+ version")
 _CHART_NOT_FOUND = re.compile(
-    r"FetchReference.*: not found|chart \"[^\"]*\"( version \"[^\"]*\")? not found"
-    r"|no chart (name|version) found|failed to download|repository name \(.*\) not found"
-    r"|not a valid chart repository or cannot be reached: failed to fetch .* 404"
-    r"|name unknown|manifest unknown",
+    r"chart \"[^\"]*\"( version \"[^\"]*\")? not found"
+    r"|no chart (name|version) found|failed to download|name unknown|manifest unknown",
+)
+# "A.*B" on one line, checked with str.find: as regexes, a line repeating A was rescanned to
+# its end from every A (quadratic: 3 s for 16 kB of "FetchReference").
+_CHART_NOT_FOUND_IN_ORDER = (
+    ("FetchReference", ": not found"),
+    ("repository name (", ") not found"),
+    ("not a valid chart repository or cannot be reached: failed to fetch ", " 404"),
 )
 _AUTH = re.compile(
     r"\b401\b|\b403\b|unauthori[sz]ed|forbidden|basic credential not found|denied"
@@ -100,6 +107,19 @@ _UNREACHABLE = re.compile(
     r"|Kubernetes cluster unreachable|EOF$|server is currently unable|\b50[234]\b",
     re.IGNORECASE,
 )
+
+
+def _in_order(text: str, first: str, then: str) -> bool:
+    """Whether a line of ``text`` has ``first`` and, after it, ``then`` (the regex
+    ``first.*then``), in time linear in ``text``."""
+    start = text.find(first)
+    while start >= 0:
+        line_end = text.find("\n", start)
+        line_end = len(text) if line_end < 0 else line_end
+        if text.find(then, start + len(first), line_end) >= 0:
+            return True
+        start = text.find(first, line_end)
+    return False
 
 
 def translate_error(stderr: str, what: str) -> SafeUpdaterError:
@@ -119,7 +139,9 @@ def translate_error(stderr: str, what: str) -> SafeUpdaterError:
         return HelmAuthError(
             message, hint="log in to the chart repository (credentials block) or fix RBAC"
         )
-    if _CHART_NOT_FOUND.search(stderr):
+    if _CHART_NOT_FOUND.search(stderr) or any(
+        _in_order(stderr, first, then) for first, then in _CHART_NOT_FOUND_IN_ORDER
+    ):
         return ChartNotFoundError(message, hint="check the chart source and version in `charts:`")
     if _TIMEOUT.search(stderr):
         return HelmTimeoutError(message + " (timed out)" if "timed out" not in message else message)
@@ -390,7 +412,8 @@ class HelmVersion(_Model):
 
     @classmethod
     def parse(cls, text: str) -> HelmVersion:
-        match = re.search(r"v(\d+)\.(\d+)\.(\d+)", text)
+        # At most 9 digits each: int() of a 5000-digit run raised a bare ValueError.
+        match = re.search(r"v(\d{1,9})\.(\d{1,9})\.(\d{1,9})(?!\d)", text)
         if match is None:
             raise HelmError(f"cannot read the helm version from {text.strip()[:80]!r}")
         major, minor, patch = (int(g) for g in match.groups())
@@ -422,14 +445,23 @@ def parse_json_output(out: str, what: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise HelmError(f"{what}: helm printed invalid JSON ({exc.msg})") from exc
+    except (ValueError, RecursionError) as exc:
+        # An integer of more than 4300 digits, or brackets nested deeper than the stack: both
+        # escaped as bare Python errors before.
+        raise HelmError(f"{what}: helm printed JSON we cannot read ({type(exc).__name__})") from exc
 
 
 def parse_one(data: Any, model: type[M], what: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
+        # Name the fields: "3 problems" alone did not say what helm printed wrong.
+        fields = ", ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or '(top level)'}: {error['msg']}"
+            for error in exc.errors(include_url=False)[:3]
+        )
         raise HelmError(
-            f"{what}: unexpected JSON from helm ({exc.error_count()} problems)"
+            f"{what}: unexpected JSON from helm ({exc.error_count()} problems: {fields[:300]})"
         ) from exc
 
 

@@ -41,7 +41,6 @@ from safe_updater.domain.assets import (
     parse_asset_id,
 )
 from safe_updater.domain.errors import InvalidInputError
-from safe_updater.domain.rollout import pod_template_spec
 
 log = logging.getLogger(__name__)
 
@@ -63,25 +62,81 @@ class WorkloadContainer:
     init: bool = False
 
 
+def _mapping(value: Any, field: str) -> Mapping[str, Any]:
+    """``value`` if it is a mapping (absent/null is empty); else an error naming ``field``.
+
+    The API server sends these shapes, but a mutating webhook, a CRD-like proxy or a test fake
+    may not: a list or a string here used to escape as ``AttributeError``.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(f"{field} is a {type(value).__name__}, not an object")
+    return value
+
+
+def _mappings(value: Any, field: str) -> list[Mapping[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidInputError(f"{field} is a {type(value).__name__}, not a list")
+    return [_mapping(item, f"{field}[{index}]") for index, item in enumerate(value)]
+
+
+def _text(value: Any, field: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise InvalidInputError(f"{field} is a {type(value).__name__}, not a string")
+    return str(value)
+
+
+def _pod_spec(kind: str, workload: Mapping[str, Any]) -> Mapping[str, Any]:
+    # domain.rollout.pod_template_spec, with every step's type checked.
+    spec = _mapping(workload.get("spec"), "spec")
+    path = "spec"
+    if kind == "CronJob":
+        job = _mapping(spec.get("jobTemplate"), "spec.jobTemplate")
+        spec = _mapping(job.get("spec"), "spec.jobTemplate.spec")
+        path = "spec.jobTemplate.spec"
+    template = _mapping(spec.get("template"), f"{path}.template")
+    return _mapping(template.get("spec"), f"{path}.template.spec")
+
+
+def _annotations(workload: Mapping[str, Any]) -> Mapping[str, Any]:
+    meta = _mapping(workload.get("metadata"), "metadata")
+    return _mapping(meta.get("annotations"), "metadata.annotations")
+
+
 def workload_containers(kind: str, workload: Mapping[str, Any]) -> list[WorkloadContainer]:
-    """Every init container and container of the workload's pod template, in that order."""
-    spec = pod_template_spec(kind, workload)
-    out = [
-        WorkloadContainer(name=str(c.get("name")), image=str(c.get("image") or ""), init=True)
-        for c in spec.get("initContainers") or []
-    ]
-    out += [
-        WorkloadContainer(name=str(c.get("name")), image=str(c.get("image") or ""))
-        for c in spec.get("containers") or []
-    ]
+    """Every init container and container of the workload's pod template, in that order.
+
+    Raises :class:`InvalidInputError` naming the field when the object is not shaped like a
+    workload (a list where an object belongs, a container that is not an object, ...).
+    """
+    spec = _pod_spec(kind, workload)
+    out: list[WorkloadContainer] = []
+    for key, init in (("initContainers", True), ("containers", False)):
+        for index, c in enumerate(_mappings(spec.get(key), f"pod template {key}")):
+            where = f"pod template {key}[{index}]"
+            out.append(
+                WorkloadContainer(
+                    # str(None) as before: a nameless container matches no annotation.
+                    name=_text(c.get("name"), f"{where}.name") if "name" in c else "None",
+                    image=_text(c.get("image"), f"{where}.image"),
+                    init=init,
+                )
+            )
     return out
 
 
 def selected_container(kind: str, workload: Mapping[str, Any]) -> WorkloadContainer | None:
     """The container the asset updates: the annotated one, else the first container."""
     containers = workload_containers(kind, workload)
-    annotations = (workload.get("metadata") or {}).get("annotations") or {}
-    wanted = annotations.get(CONTAINER_ANNOTATION)
+    wanted = _text(
+        _annotations(workload).get(CONTAINER_ANNOTATION),
+        f"metadata.annotations[{CONTAINER_ANNOTATION}]",
+    )
     if wanted:
         return next((c for c in containers if c.name == wanted.strip()), None)
     return next((c for c in containers if not c.init), None)
@@ -89,9 +144,9 @@ def selected_container(kind: str, workload: Mapping[str, Any]) -> WorkloadContai
 
 def helm_release_of(workload: Mapping[str, Any]) -> tuple[str, str] | None:
     """``(namespace, release)`` when Helm manages the workload."""
-    meta = workload.get("metadata") or {}
-    labels = meta.get("labels") or {}
-    annotations = meta.get("annotations") or {}
+    meta = _mapping(workload.get("metadata"), "metadata")
+    labels = _mapping(meta.get("labels"), "metadata.labels")
+    annotations = _mapping(meta.get("annotations"), "metadata.annotations")
     release = annotations.get(HELM_RELEASE_NAME)
     if str(labels.get(MANAGED_BY_LABEL, "")).lower() != "helm" or not release:
         return None
@@ -100,7 +155,7 @@ def helm_release_of(workload: Mapping[str, Any]) -> tuple[str, str] | None:
 
 
 def is_opted_in(workload: Mapping[str, Any]) -> bool:
-    annotations = (workload.get("metadata") or {}).get("annotations") or {}
+    annotations = _annotations(workload)
     return str(annotations.get(ENABLE_LABEL, "")).strip().lower() == "true"
 
 
@@ -179,15 +234,35 @@ class KubernetesInventory:
         return None if obj is None else self.to_asset(kind, obj)
 
     def to_asset(self, kind: str, obj: Mapping[str, Any]) -> Asset | None:
-        """The asset of one workload, or None when it did not opt in or cannot be updated."""
+        """The asset of one workload, or None when it did not opt in or cannot be updated
+        (a workload not shaped like one is skipped with a warning naming the field)."""
+        try:
+            return self._to_asset(kind, obj)
+        except InvalidInputError as exc:
+            meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+            meta = meta if isinstance(meta, Mapping) else {}
+            log.warning(
+                "%s %s/%s: %s; skipped",
+                kind,
+                str(meta.get("namespace"))[:80],
+                str(meta.get("name"))[:80],
+                exc.message,
+            )
+            return None
+
+    def _to_asset(self, kind: str, obj: Mapping[str, Any]) -> Asset | None:
+        if not isinstance(obj, Mapping):
+            raise InvalidInputError(f"the object is a {type(obj).__name__}, not an object")
         if not is_opted_in(obj):
             return None
-        meta = obj.get("metadata") or {}
-        namespace = str(meta.get("namespace") or "")
-        name = str(meta.get("name") or "")
+        meta = _mapping(obj.get("metadata"), "metadata")
+        namespace = _text(meta.get("namespace"), "metadata.namespace")
+        name = _text(meta.get("name"), "metadata.name")
+        if not namespace or not name:
+            raise InvalidInputError("metadata.namespace and metadata.name are required")
         container = selected_container(kind, obj)
         if container is None:
-            wanted = (meta.get("annotations") or {}).get(CONTAINER_ANNOTATION)
+            wanted = _annotations(obj).get(CONTAINER_ANNOTATION)
             log.warning(
                 "%s %s/%s: no container %r; skipped (fix the %s annotation)",
                 kind,
@@ -209,11 +284,7 @@ class KubernetesInventory:
                 container.image[:80],
             )
             return None
-        labels = {
-            k: str(v)
-            for k, v in (meta.get("annotations") or {}).items()
-            if k not in SYNTHETIC_LABELS
-        }
+        labels = {k: str(v) for k, v in _annotations(obj).items() if k not in SYNTHETIC_LABELS}
         labels[IMAGES_LABEL] = ",".join(
             f"{'init:' if c.init else ''}{c.name}={c.image}" for c in workload_containers(kind, obj)
         )

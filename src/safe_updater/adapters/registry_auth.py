@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import math
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -44,6 +45,7 @@ _DOCKER_HUB_ALIASES = frozenset(
     {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
 )
 MAX_RETRY_AFTER = 3600.0
+MAX_TOKEN_LIFETIME = 86400.0
 
 
 class RegistryCredential(BaseModel):
@@ -228,6 +230,11 @@ class TokenCache:
             return token
 
     def put(self, host: str, scope: str, token: str, expires_in: float) -> None:
+        # A token response's expires_in is the registry's word: NaN, Infinity (json.loads takes
+        # both) or 1e308 made a token that never expired here. Keep it within a day.
+        if not math.isfinite(expires_in):
+            expires_in = 0.0
+        expires_in = min(max(expires_in, 0.0), MAX_TOKEN_LIFETIME)
         # Renew a little early so a token does not expire between the check and the request.
         lifetime = max(expires_in - min(10.0, expires_in / 10), 0.0)
         with self._lock:

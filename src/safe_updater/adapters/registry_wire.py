@@ -111,13 +111,18 @@ def parse_rfc3339(text: str) -> datetime | None:
     value = datetime.fromisoformat(f"{day}T{clock}.{micro}{offset}")
     if value.year <= 1:
         return None
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59-01:00 is past datetime.max in UTC
+        raise ValueError(f"{text[:64]!r} is out of range") from None
 
 
 def json_object(reply: Reply, host: str, what: str) -> dict[str, Any]:
     try:
         data = json.loads(reply.body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    # ValueError covers JSONDecodeError, bad UTF-8 and integers of more than 4300 digits (Python's
+    # int/str limit); RecursionError a body of deeply nested brackets. Both escaped before.
+    except (ValueError, RecursionError) as exc:
         raise RegistryResponseError(
             f"registry {host}: the {what} is not valid JSON ({exc.__class__.__name__}: {exc}; "
             f"{len(reply.body)} bytes from {reply.url.path})"
@@ -240,16 +245,18 @@ def created_field(value: object, host: str, what: str) -> datetime | None:
     try:
         return parse_rfc3339(value)
     except ValueError as exc:
-        raise RegistryResponseError(f"registry {host}: {what}: {exc}") from exc
+        # Name the field: "month must be in 1..12" alone did not say which value was wrong.
+        raise RegistryResponseError(f"registry {host}: 'created' in the {what}: {exc}") from exc
 
 
 def schema1_created(manifest: dict[str, Any], host: str, what: str) -> datetime | None:
     """``created`` of a schema-1 manifest, from the first ``history[].v1Compatibility``."""
     try:
         first = json.loads(manifest["history"][0]["v1Compatibility"])
-    except (TypeError, KeyError, IndexError, ValueError) as exc:
+    except (TypeError, KeyError, IndexError, ValueError, RecursionError) as exc:
+        # RecursionError: a v1Compatibility string of deeply nested brackets.
         raise RegistryResponseError(
-            f"registry {host}: the schema-1 {what} has no readable history"
+            f"registry {host}: the schema-1 {what} has no readable 'history[0].v1Compatibility'"
         ) from exc
     created = first.get("created") if isinstance(first, dict) else None
     return created_field(created, host, f"schema-1 {what}")
@@ -263,7 +270,7 @@ def error_detail(reply: Reply) -> str:
         if not isinstance(first, dict):
             return ""
         code, message = first.get("code"), first.get("message")
-    except (ValueError, KeyError, IndexError, TypeError):
+    except (ValueError, KeyError, IndexError, TypeError, RecursionError):  # nested-bracket bodies
         return ""
     parts = [str(p)[:200] for p in (code, message) if p]
     return "; " + ": ".join(parts) if parts else ""

@@ -7,7 +7,9 @@ can set, so matching must stay linear in the tag's length:
   groups, so no input backtracks;
 - ``re:`` patterns are capped in length and refused when they contain the shapes that make a
   backtracking engine exponential (a repeated group that itself repeats or alternates, and
-  backreferences). Both kinds match the *whole* tag.
+  backreferences), or so many variable repeats that it is a high-degree polynomial
+  (``a*a*a*a*a*b`` tries every split of the tag: seconds per 128-character tag). Both kinds match
+  the *whole* tag.
 
 A pin keeps an asset on a version or a range: ``1.2.3`` (exactly that version; ``1.20`` equals
 ``1.20.0``), ``1.x`` / ``1.*`` / ``1.2.x`` (that prefix), ``~1.2.3`` (>= 1.2.3, same minor),
@@ -29,6 +31,14 @@ from safe_updater.domain.versions import Scheme, Version, parse_tag
 
 REGEX_PREFIX = "re:"
 MAX_PATTERN_LENGTH = 256
+# Bound on the number of ways a backtracking engine can split a tag among a regex's variable
+# repeats: the product of one factor per repeat (129 for '*', '+' and '{m,}', as a tag has at most
+# 128 characters; 4 for '?'; n - m + 2 for '{m,n}'). 4 * 129**3 admits the common
+# 'v?[0-9]+\.[0-9]+\.[0-9]+' and keeps the worst tag near 100 ms; 'a*a*a*a*a*b' (129**5) took
+# 2 s per tag and grows as n**5.
+MAX_BACKTRACKING = 4 * 129**3
+_UNBOUNDED_FACTOR = 129
+_OPTIONAL_FACTOR = 4
 _HINT = (
     "use a glob such as '1.2.*' or '*-alpine', or 're:<regex>' without a repeated group "
     "that repeats or alternates inside (write '[0-9.]+' rather than '([0-9]+\\.?)+')"
@@ -93,6 +103,8 @@ def _backtracking_risk(pattern: str) -> str | None:
     """
     stack = [_Group()]
     closed: _Group | None = None  # the group just closed, if the next token may quantify it
+    cost = 1  # product of the repeats' factors, see MAX_BACKTRACKING
+    after_repeat = False  # a '?' or '+' right after a repeat makes it lazy/possessive
     i, n = 0, len(pattern)
     while i < n:
         char = pattern[i]
@@ -100,17 +112,17 @@ def _backtracking_risk(pattern: str) -> str | None:
             following = pattern[i + 1 : i + 2]
             if following.isdigit() and following != "0":
                 return "uses a backreference"
-            i, closed = i + 2, None
+            i, closed, after_repeat = i + 2, None, False
             continue
         if char == "[":
-            i, closed = _skip_class(pattern, i), None
+            i, closed, after_repeat = _skip_class(pattern, i), None, False
             continue
         if char == "(":
             if pattern.startswith("(?P=", i):
                 return "uses a backreference"
             stack.append(_Group())
             i = _skip_group_prefix(pattern, i + 1)
-            closed = None
+            closed, after_repeat = None, False
             continue
         if char == ")":
             if len(stack) == 1:
@@ -119,14 +131,27 @@ def _backtracking_risk(pattern: str) -> str | None:
             # A group that contains a repeat makes its parent contain one too.
             stack[-1].repeats |= closed.repeats
             stack[-1].alternates |= closed.alternates
-            i += 1
+            i, after_repeat = i + 1, False
             continue
-        if char == "|":
+        factor = 1
+        if after_repeat and char in "?+":
+            pass  # lazy or possessive modifier of the repeat just read, not a repeat itself
+        elif char == "|":
             stack[-1].alternates = True
         elif char in "*+" or (char == "{" and _is_counted_repeat(pattern, i)):
             if closed is not None and (closed.repeats or closed.alternates):
                 return "repeats a group that repeats or alternates (exponential backtracking)"
             stack[-1].repeats = True
+            factor = _UNBOUNDED_FACTOR if char in "*+" else _counted_factor(pattern, i)
+        elif char == "?":
+            factor = _OPTIONAL_FACTOR
+        after_repeat = factor > 1 or (char == "{" and _is_counted_repeat(pattern, i))
+        cost *= factor
+        if cost > MAX_BACKTRACKING:
+            # Polynomial of high degree: each variable repeat multiplies the splits tried.
+            return "has too many variable repeats (polynomial backtracking on long tags)"
+        if char == "{" and after_repeat:
+            i = pattern.find("}", i)  # skip the counts, so their ',' and digits are not atoms
         i += 1
         closed = None
     return None
@@ -166,6 +191,16 @@ def _is_counted_repeat(pattern: str, i: int) -> bool:
     if "," not in pattern[i + 1 : end]:
         return low.strip().isdigit() and int(low) > 1
     return not high.strip() or (high.strip().isdigit() and int(high) > 1)
+
+
+def _counted_factor(pattern: str, i: int) -> int:
+    """The factor of a ``{m,n}`` repeat at ``i`` (one :func:`_is_counted_repeat` accepted)."""
+    low, _, high = pattern[i + 1 : pattern.find("}", i)].partition(",")
+    first = int(low) if low.strip().isdigit() else 0
+    if not high.strip():
+        return _UNBOUNDED_FACTOR
+    # A count beyond the tag length cannot split it more ways than '*' does.
+    return min(max(int(high) - first, 0) + 2, _UNBOUNDED_FACTOR)
 
 
 class PinKind(StrEnum):
