@@ -16,6 +16,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "fleet_cmds",
     "state_cmds",
     "serve_cmds",
+    "watch_cmds",
+    "automation_cmds",
 )
 
 

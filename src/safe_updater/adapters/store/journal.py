@@ -12,20 +12,23 @@ from sqlalchemy import (
     Integer,
     RowMapping,
     Select,
-    and_,
     cast,
-    exists,
     func,
     insert,
     literal_column,
-    or_,
     select,
     update,
 )
 
+from safe_updater.adapters.store import aggregates
 from safe_updater.adapters.store.database import Database
 from safe_updater.adapters.store.jsondata import to_plain
-from safe_updater.adapters.store.schema import attempts
+from safe_updater.adapters.store.schema import (
+    attempt_durations,
+    attempt_totals,
+    attempts,
+    latest_attempts,
+)
 from safe_updater.domain.assets import AssetId
 from safe_updater.domain.errors import ConflictError, InvalidInputError, NotFoundError
 from safe_updater.domain.journal import AttemptRecord, Outcome, Phase
@@ -116,6 +119,7 @@ class Journal:
                     .mappings()
                     .one()
                 )
+                aggregates.record_open(self._db, conn, asset_id, row["id"], now)
                 return _record(row)
         except ConflictError as exc:
             # On PostgreSQL a concurrent writer with the same key may have committed between
@@ -203,7 +207,23 @@ class Journal:
                 .mappings()
                 .one()
             )
+            aggregates.record_close(
+                self._db,
+                conn,
+                attempt_id=attempt_id,
+                asset_id=current.asset_id,
+                change_type=current.change_type,
+                outcome=outcome.value,
+                started_at=current.started_at,
+                finished_at=now,
+            )
             return _record(row)
+
+    def rebuild_aggregates(self) -> None:
+        """Recompute the metrics aggregates from the attempt rows: after rows were written
+        around :meth:`open_attempt`/:meth:`close` (a bulk load, a restore of that table alone)."""
+        with self._db.write("rebuild journal aggregates") as conn:
+            aggregates.rebuild(conn)
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -277,18 +297,16 @@ class Journal:
         return counts
 
     # -- aggregates for metrics --------------------------------------------------------------
-    # Each is one aggregate query (counts by group), so a scrape costs the same with 10 or
-    # 10,000 assets: rows are counted in the database, never loaded here.
+    # Read from the aggregate tables kept by open_attempt() and close() (aggregates.py), so a
+    # scrape costs the same with 1,000 or 1,000,000 journal rows.
 
     def outcome_counts(self) -> dict[tuple[str, str], int]:
         """Closed attempts since the store was created, by ``(outcome, change_type)``."""
-        stmt = (
-            select(attempts.c.outcome, attempts.c.change_type, func.count())
-            .where(attempts.c.outcome.is_not(None))
-            .group_by(attempts.c.outcome, attempts.c.change_type)
+        stmt = select(
+            attempt_totals.c.outcome, attempt_totals.c.change_type, attempt_totals.c.count
         )
         with self._db.read("count attempts by outcome") as conn:
-            return {(str(o), str(c)): int(n) for o, c, n in conn.execute(stmt)}
+            return {(str(o), str(c)): int(n) for o, c, n in conn.execute(stmt) if n}
 
     def count_open(self) -> int:
         """Attempts not closed yet (counted from the partial index of open rows)."""
@@ -298,18 +316,10 @@ class Journal:
 
     def count_awaiting_approval(self) -> int:
         """Assets whose newest attempt waits for approval (a later attempt settles it)."""
-        newer = attempts.alias("newer")
-        later = exists().where(
-            newer.c.asset_id == attempts.c.asset_id,
-            or_(
-                newer.c.started_at > attempts.c.started_at,
-                and_(newer.c.started_at == attempts.c.started_at, newer.c.id > attempts.c.id),
-            ),
-        )
         stmt = (
-            select(func.count(func.distinct(attempts.c.asset_id)))
-            .where(attempts.c.outcome == Outcome.AWAITING_APPROVAL.value)
-            .where(~later)
+            select(func.count())
+            .select_from(latest_attempts)
+            .where(latest_attempts.c.outcome == Outcome.AWAITING_APPROVAL.value)
         )
         with self._db.read("count pending approvals") as conn:
             return int(conn.execute(stmt).scalar_one())
@@ -321,34 +331,49 @@ class Journal:
         since: datetime,
         outcomes: tuple[Outcome, ...] = (Outcome.UPDATED, Outcome.ROLLED_BACK, Outcome.FAILED),
     ) -> dict[str, tuple[list[int], int, float]]:
-        """Attempt durations (finished - started, seconds) started since ``since``, by outcome.
+        """Durations (finished - started, seconds) of attempts started since ``since``, by outcome.
 
-        Returns ``outcome -> (cumulative count per upper bound in buckets, count, sum)``,
-        from one GROUP BY query over the metrics index: rows are bounded by ``since`` and never
-        loaded. Bounds are compared with durations rounded up to whole seconds.
+        Returns ``outcome -> (cumulative count per upper bound in buckets, count, sum)``. Whole
+        days after ``since`` come from ``attempt_durations`` (a few hundred rows a day at most);
+        the part of ``since``'s own day after it from the attempt rows, so the window is exact.
+        Bucket bounds that are whole seconds with at most two significant digits (all of
+        ``metrics.DURATION_BUCKETS``) are exact; others may count a duration one step (10 %) up.
         """
+        names = [o.value for o in outcomes]
+        first_day = aggregates.day_of(since)
+        rolled = (
+            select(
+                attempt_durations.c.outcome,
+                attempt_durations.c.seconds,
+                func.sum(attempt_durations.c.count),
+                func.sum(attempt_durations.c.total),
+            )
+            .where(attempt_durations.c.day > first_day)
+            .where(attempt_durations.c.outcome.in_(names))
+            .group_by(attempt_durations.c.outcome, attempt_durations.c.seconds)
+        )
         seconds = self._seconds_between(attempts.c.started_at, attempts.c.finished_at)
-        # Grouped by whole seconds rounded up (-CAST(-d AS INTEGER) is ceil for d >= 0), so the
-        # duration is computed once per row and at most a few thousand groups come back; the
-        # buckets are then filled here. Exact for whole-second bounds (``d <= b`` iff
-        # ``ceil(d) <= b``), which DURATION_BUCKETS are.
-        whole = -cast(-seconds, Integer)
-        stmt = (
+        # Grouped by whole seconds rounded up, from whole milliseconds: SQLite's julianday()
+        # arithmetic makes 10 s into 10.00001 s, which a bare ceil would count as 11 s.
+        whole = (cast(func.round(seconds * 1000.0), Integer) + 999) // 1000
+        partial = (
             select(attempts.c.outcome, whole, func.count(), func.sum(seconds))
-            .where(attempts.c.outcome.in_([o.value for o in outcomes]))
+            .where(attempts.c.outcome.in_(names))
             .where(attempts.c.started_at >= since)
+            .where(attempts.c.started_at < aggregates.start_of_day(first_day + 1))
             .where(attempts.c.finished_at.is_not(None))
             .group_by(attempts.c.outcome, whole)
         )
         result: dict[str, tuple[list[int], int, float]] = {}
-        with self._db.read("attempt durations") as conn:
-            for outcome, ceiling, count, total in conn.execute(stmt):
-                cumulative, n, acc = result.get(str(outcome), ([0] * len(buckets), 0, 0.0))
-                for i, bound in enumerate(buckets):
-                    if int(ceiling or 0) <= bound:
-                        cumulative[i] += int(count)
-                result[str(outcome)] = (cumulative, n + int(count), acc + float(total or 0.0))
-        return {k: (c, n, max(0.0, t)) for k, (c, n, t) in result.items()}
+        with self._db.read("attempt durations", snapshot=True) as conn:
+            groups = [*conn.execute(rolled), *conn.execute(partial)]
+        for outcome, ceiling, count, total in groups:
+            cumulative, n, acc = result.get(str(outcome), ([0] * len(buckets), 0, 0.0))
+            for i, bound in enumerate(buckets):
+                if max(0, int(ceiling or 0)) <= bound:
+                    cumulative[i] += int(count)
+            result[str(outcome)] = (cumulative, n + int(count), acc + max(0.0, float(total or 0)))
+        return result
 
     def _seconds_between(self, start: Any, end: Any) -> ColumnElement[float]:
         if self._db.is_sqlite:

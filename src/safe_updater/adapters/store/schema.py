@@ -129,6 +129,44 @@ attempts = Table(
     ),
 )
 
+# Aggregates of the journal for /metrics (revision 0003), kept by Journal.open_attempt() and
+# Journal.close() in the same transaction as the attempt row, so a scrape reads a few hundred
+# rows however long the journal grows (docs/metrics.md).
+
+attempt_totals = Table(
+    "attempt_totals",
+    metadata,
+    # Closed attempts since the store was created, by outcome and change type.
+    Column("outcome", String(32), primary_key=True),
+    Column("change_type", String(32), primary_key=True),
+    Column("count", Integer, nullable=False),
+)
+
+attempt_durations = Table(
+    "attempt_durations",
+    metadata,
+    # Closed attempts by the UTC day they started (date ordinal), outcome and duration: whole
+    # seconds rounded up, then up to two significant digits, so a day has a few hundred rows
+    # at most and any bucket bound with two significant digits (5, 30, 120, 1800...) is exact.
+    Column("day", Integer, primary_key=True, autoincrement=False),
+    Column("outcome", String(32), primary_key=True),
+    Column("seconds", Integer, primary_key=True, autoincrement=False),
+    Column("count", Integer, nullable=False),
+    Column("total", Float, nullable=False),
+)
+
+latest_attempts = Table(
+    "latest_attempts",
+    metadata,
+    # Each asset's newest attempt (by started_at, id) and its outcome (NULL while open):
+    # "pending approvals" counts the assets whose newest attempt waits for approval.
+    Column("asset_id", String(512), primary_key=True),
+    Column("attempt_id", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("outcome", String(32), nullable=True),
+    Index(None, "outcome"),
+)
+
 quarantine = Table(
     "quarantine",
     metadata,
