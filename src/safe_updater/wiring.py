@@ -52,6 +52,8 @@ def configure_prefect_environment(settings: Settings | None = None) -> None:
     has pointed Prefect elsewhere. Must run before ``prefect`` is imported."""
     settings = settings or Settings()
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # the client's first-run telemetry notice breaks `watch`'s live table and sends nothing useful
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     # The embedded server migrates its database on first start; on a busy 2-core host that
     # takes longer than Prefect's default 20 s.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
