@@ -320,6 +320,22 @@ def test_inventory_lists_opted_in_releases_only(
     excluded = HelmInventory(cli, "test", sources, exclude_namespaces=[ns[:4] + "*"])
     assert not [a for a in excluded.list_assets() if a.namespace == ns]
 
+    # Named namespaces are listed one by one (never --all-namespaces, which needs every Secret
+    # of the cluster), and releases of all of them are found.
+    ns2 = k8s_cluster.create_namespace("helm2")
+    try:
+        install(helm, k8s_cluster, ns2, "1.0.1")
+        both = ChartSources(
+            [{"release": f"*/{RELEASE}", "source": k8s_cluster.chart_repo_http, "chart": "demo"}],
+            registry,
+        )
+        named = HelmInventory(cli, "test", both, namespaces=[ns, ns2])
+        assert sorted((a.namespace, a.current_version) for a in named.list_assets()) == sorted(
+            [(ns, "1.0.0"), (ns2, "1.0.1")]
+        )
+    finally:
+        k8s_cluster.delete_namespace(ns2)
+
 
 def test_chart_sources_from_the_real_repos(k8s_cluster: K8sCluster, registry: OciRegistry) -> None:
     from k8s_support import demo_chart_versions

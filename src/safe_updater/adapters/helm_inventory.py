@@ -59,8 +59,14 @@ class HelmInventory:
         return self._target
 
     def list_assets(self) -> list[Asset]:
-        if len(self._namespaces) == 1:
-            releases = self._helm.list_releases(self._namespaces[0])
+        if self._namespaces:
+            # One list per namespace: listing all of them needs read access to every Secret of
+            # the cluster (helm's storage), which a least-privilege ServiceAccount must not have.
+            releases = [
+                release
+                for namespace in dict.fromkeys(self._namespaces)
+                for release in self._helm.list_releases(namespace)
+            ]
         else:
             releases = self._helm.list_releases()
         assets = []
