@@ -332,3 +332,24 @@ def test_one_plan_approval_covers_every_update_that_needs_one(make: Any, approve
         ]
         assert rejected[0] == (None, "alice")
         assert sorted(rejected[1:]) == [(name, "alice") for name in minor]
+
+
+def test_a_run_that_never_began_is_not_a_failure_of_its_wave(make: Any) -> None:
+    """Another run holds web-a's lock: its fleet run changes nothing, opens no journal row, and
+    the wave (budget 0) still counts no failure, so the next wave runs."""
+    config = CANARY_CONFIG.replace("  soak: 10m\n", "  order: [web, zeta]\n")
+    config = config.replace(
+        '"docker:local/web-*": {group: web}',
+        '"docker:local/web-*": {group: web}\n  "docker:local/z-*": {group: zeta}',
+    )
+    f = make(config, {"web-a": "1.0.0", "web-b": "1.0.0", "z-1": "1.0.0"})
+    with use_runtime(f.runtime), f.store.locks.hold("docker:local/web-a"):
+        result = update_fleet(dispatch="inline")
+    rows = _by_asset(result)
+    assert rows["docker:local/web-a"]["outcome"] == "not_started"
+    assert "is being changed by another run right now" in rows["docker:local/web-a"]["reasons"]
+    assert f.running("docker:local/web-a") == "1.0.0"
+    assert result["halted"] is None
+    assert rows["docker:local/web-b"]["outcome"] == "updated"
+    assert rows["docker:local/z-1"]["outcome"] == "updated"
+    assert result["waves"][0]["failures"] == 0

@@ -27,7 +27,7 @@ from safe_updater.flows.steps import (
 )
 from safe_updater.tasks.detection import fetch_candidates
 from safe_updater.tasks.discovery import resolve_asset
-from safe_updater.tasks.fleet import holding_slots
+from safe_updater.tasks.fleet import NOT_STARTED, SlotsUnavailable, holding_slots
 from safe_updater.tasks.gating import decide_update, effective_policy, rollback_budget_exhausted
 from safe_updater.tasks.journaling import audit
 from safe_updater.tasks.queries import find_open_attempts
@@ -73,10 +73,14 @@ def update_asset(
         concurrency_limits: Prefect global concurrency limits to hold a slot of for the
             whole run (the fleet passes its global, per-target and per-asset limits).
     """
-    with holding_slots(concurrency_limits or []) as held:
-        result = _update(
-            asset_id, to_version, dry_run, approval, approved_by, actor, planned_version
-        )
+    try:
+        with holding_slots(concurrency_limits or []) as held:
+            result = _update(
+                asset_id, to_version, dry_run, approval, approved_by, actor, planned_version
+            )
+    except SlotsUnavailable as error:
+        get_run_logger().error("%s: %s", asset_id, error)
+        return {"asset": asset_id, "outcome": NOT_STARTED, "reasons": [f"{error}"]}
     result.update(held)
     return result
 

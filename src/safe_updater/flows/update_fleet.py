@@ -10,10 +10,11 @@ budget halts the waves after it, and the run says why.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
@@ -37,7 +38,9 @@ from safe_updater.flows.approval import wait_for_approval
 from safe_updater.flows.scan_inventory import scan_inventory
 from safe_updater.flows.update_asset import update_asset
 from safe_updater.tasks.fleet import (
+    NOT_STARTED,
     approval_rules,
+    attempts_since,
     ensure_concurrency_limits,
     limits_for,
     run_as_deployment,
@@ -46,6 +49,7 @@ from safe_updater.tasks.fleet import (
 from safe_updater.tasks.journaling import audit
 from safe_updater.tasks.settings import approval_poll_interval, fleet_settings, now, pause
 
+STAGGER_SECONDS = 0.2
 FleetApproval = Literal["plan", "defer"]
 Dispatch = Literal["auto", "inline", "deployment"]
 
@@ -200,10 +204,15 @@ def _run_wave(
         key=lambda p: (p.start_at is not None, p.start_at),
     )
     outcomes: dict[str, str] = {}
+    started = now()
     with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(ordered) or 1))) as pool:
         futures = {}
-        for planned in ordered:
+        for index, planned in enumerate(ordered):
             _wait_for_window(planned)
+            if 0 < index < max_parallel:
+                # the first runs would otherwise all ask the server for runs and slots in the
+                # same instant; a busy server answers that with 503s
+                time.sleep(STAGGER_SECONDS)
             params = _parameters(planned, approver, actor)
             # The pool is as wide as the global limit, so runs rarely queue on the server's
             # limits, whose waiters poll coarsely (prefect.md §9). Each thread gets a copy of
@@ -217,9 +226,19 @@ def _run_wave(
                 result = {"outcome": "failed", "reasons": [str(error)]}
             except Exception as error:  # a crashed run is a failure of the wave, not of the fleet
                 result = {"outcome": "failed", "reasons": [f"{type(error).__name__}: {error}"]}
+            if _never_began(asset_id, result, started):
+                result = {**result, "outcome": NOT_STARTED}
             results[asset_id] = dict(result)
             outcomes[asset_id] = str(result.get("outcome"))
     return outcomes
+
+
+def _never_began(asset_id: str, result: dict[str, Any], since: datetime) -> bool:
+    """A failed run that took no slot and opened no journal row changed nothing: the server
+    failed it (503s, a crash before the first step), not the update."""
+    if result.get("outcome") not in ("failed", "crashed") or result.get("slot_acquired"):
+        return False
+    return attempts_since(asset_id, since) == 0
 
 
 def _wait_for_window(planned: PlannedAsset) -> None:

@@ -10,26 +10,33 @@ hold however the runs are spread: threads of the fleet's process or workers on o
 from __future__ import annotations
 
 import hashlib
+import random
 import re
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from prefect import get_client, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import FlowRun
+from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists
 
 from safe_updater.domain.assets import parse_asset_id
+from safe_updater.domain.errors import TransientError
 from safe_updater.domain.policy import ApprovalRule, resolve_policy
 from safe_updater.runtime import current_runtime
 from safe_updater.tasks.gating import asset_context
 from safe_updater.tasks.retry import TRANSIENT_RETRIES
 
 GLOBAL_LIMIT = "safe-updater-updates"
+# The outcome of a per-asset run that never began (no slot, no journal row): not a failure of
+# the update, so it does not count against a wave's failure budget.
+NOT_STARTED = "not_started"
 UPDATE_DEPLOYMENT = "update-asset/update-asset"
 # Prefect refuses these in names; asset ids contain "/".
 _BANNED = re.compile(r"[/%&<>]+")
@@ -90,12 +97,52 @@ def holding_slots(names: Sequence[str]) -> Iterator[dict[str, Any]]:
     if not names:
         yield held
         return
-    with concurrency(list(names), occupy=1, strict=True):
-        held["slot_acquired"] = datetime.now(UTC).isoformat()
+    manager = _acquire(names)
+    held["slot_acquired"] = datetime.now(UTC).isoformat()
+    try:
+        yield held
+    except BaseException:
+        held["slot_released"] = datetime.now(UTC).isoformat()
+        if not manager.__exit__(*sys.exc_info()):
+            raise
+    else:
+        held["slot_released"] = datetime.now(UTC).isoformat()
+        manager.__exit__(None, None, None)
+
+
+class SlotsUnavailable(TransientError):
+    """The server did not hand out the slots; nothing was started, so nothing changed."""
+
+
+# A busy server (SQLite under many writers) answers 503 to slot requests; the client's own
+# retries are not always enough, and giving up here only means "not started this time".
+ACQUIRE_ATTEMPTS = 5
+
+
+def _acquire(names: Sequence[str]) -> AbstractContextManager[None]:
+    delay = 1.0
+    last: Exception | None = None
+    for _ in range(ACQUIRE_ATTEMPTS):
+        manager = concurrency(list(names), occupy=1, strict=True)
         try:
-            yield held
-        finally:
-            held["slot_released"] = datetime.now(UTC).isoformat()
+            manager.__enter__()
+            return manager
+        except ConcurrencySlotAcquisitionError:
+            raise  # a limit that does not exist: the fleet did not create it, a bug to see
+        except Exception as error:  # transport errors and 5xx from the server
+            last = error
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 15.0)
+    raise SlotsUnavailable(
+        f"could not take a concurrency slot after {ACQUIRE_ATTEMPTS} tries: {last}",
+        hint="the Prefect server is overloaded or down; nothing was changed and the next "
+        "run takes this asset (a PostgreSQL-backed server handles large fleets)",
+    )
+
+
+def attempts_since(asset_id: str, since: datetime) -> int:
+    """Journal rows opened for the asset since ``since``: 0 means a failed run changed nothing."""
+    return current_runtime().store.journal.count(asset_id=asset_id, since=since)
 
 
 def run_as_deployment(
