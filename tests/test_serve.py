@@ -34,7 +34,7 @@ from safe_updater.domain.errors import InvalidInputError
 
 ROOT = Path(__file__).resolve().parents[1]
 BINARY = ROOT / ".venv" / "bin" / "safe-updater"
-STANDARD_NAMES = {"scan", "update-asset", "rollback-asset", "recover-updates"}
+STANDARD_NAMES = {"scan", "update-fleet", "update-asset", "rollback-asset", "recover-updates"}
 
 
 # --- deployments ---------------------------------------------------------------------------

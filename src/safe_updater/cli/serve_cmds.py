@@ -1,5 +1,6 @@
-"""``safe-updater serve`` (the service: Prefect server, the standard deployments, /metrics) and
-``safe-updater deployments export`` (the prefect.yaml for work pools and workers)."""
+"""``safe-updater serve`` (the service: Prefect server, the standard deployments, /metrics),
+``safe-updater deployments export`` (the prefect.yaml for work pools and workers) and
+``safe-updater deployments apply`` (the same deployments on a process work pool)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from typing import Annotated, Any
 import typer
 
 from safe_updater.cli.common import ConfigOption, prepare_environment
+from safe_updater.deployments.standard import WORK_POOL
 from safe_updater.domain.errors import InvalidInputError, SafeUpdaterError
 from safe_updater.settings import Settings
 
@@ -50,6 +52,36 @@ def export() -> None:
     from safe_updater.deployments.standard import render_prefect_yaml
 
     sys.stdout.write(render_prefect_yaml())
+
+
+@deployments_app.command("apply")
+def apply(
+    pool: Annotated[
+        str, typer.Option("--pool", help="Work pool to register on (created as `process`).")
+    ] = WORK_POOL,
+    no_schedules: Annotated[
+        bool,
+        typer.Option(
+            "--no-schedules",
+            help="Register without schedules (and remove earlier ones): runs start only by "
+            "hand, an automation or another flow.",
+        ),
+    ] = False,
+) -> None:
+    """Register the standard deployments on a work pool of the Prefect server at
+    PREFECT_API_URL, for `prefect worker start --pool POOL` workers (docs/scale-out.md)."""
+    from safe_updater.wiring import configure_prefect_environment
+
+    # Before prefect is imported: analytics off, like every other command.
+    configure_prefect_environment()
+    from safe_updater.deployments.work_pool import apply_deployments
+
+    result = apply_deployments(pool, schedules=not no_schedules)
+    verb = "created" if result.work_pool_created else "exists"
+    typer.echo(f"work pool {result.work_pool} (process): {verb}; server {result.api_url}")
+    for item in result.deployments:
+        schedules = f"{item.schedules} schedule(s)" if item.schedules else "no schedule"
+        typer.echo(f"  {item.full_name}  {item.entrypoint}  {schedules}  {item.id}")
 
 
 class ServerError(SafeUpdaterError):
