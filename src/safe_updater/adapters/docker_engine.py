@@ -21,10 +21,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import docker
 import docker.errors
 import requests.exceptions
+from docker.constants import MINIMUM_DOCKER_API_VERSION
 from docker.tls import TLSConfig
 
 from safe_updater.adapters.errors import (
@@ -34,8 +36,14 @@ from safe_updater.adapters.errors import (
     RegistryAuthError,
     RegistryUnavailableError,
 )
+from safe_updater.adapters.registry_auth import is_loopback_host
 from safe_updater.domain.assets import ImageRef
-from safe_updater.domain.errors import InvalidInputError, NotFoundError, SafeUpdaterError
+from safe_updater.domain.errors import (
+    AuthError,
+    InvalidInputError,
+    NotFoundError,
+    SafeUpdaterError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -200,10 +208,13 @@ class DockerSdkEngine:
         with _translate(f"connect to {target}"):
             if url is None:
                 client = docker.from_env(timeout=int(timeout))
+            elif tls_config:
+                client = _tls_client(url, tls_config, int(timeout))
             else:
                 client = docker.DockerClient(
                     base_url=url, version="auto", tls=tls_config, timeout=int(timeout)
                 )
+        _warn_if_unverified(client.api, target)
         return cls(client, use_config_credentials=use_config_credentials)
 
     def close(self) -> None:
@@ -484,6 +495,13 @@ def _translate(action: str, *, image: str | None = None, pull: bool = False) -> 
         raise ContainerError(f"{action}: {explanation}") from exc
     except _PullStreamError as exc:
         raise _pull_error(action, str(exc), None) from exc
+    except requests.exceptions.SSLError as exc:
+        # Not "did not answer": it answered, and its certificate did not check out.
+        raise AuthError(
+            f"{action}: TLS verification of the Docker engine failed ({_ssl_reason(exc)})",
+            hint="give the engine's CA in the target's tls.ca_cert (or the DockerHost block's "
+            "tls_ca_cert), or turn verification off explicitly with tls.verify: false",
+        ) from exc
     except (
         requests.exceptions.ConnectionError,
         requests.exceptions.Timeout,
@@ -504,6 +522,56 @@ def _translate(action: str, *, image: str | None = None, pull: bool = False) -> 
                 hint="check that the daemon runs and DOCKER_HOST or the target URL is right",
             ) from exc
         raise ContainerError(f"{action}: {text[:300]}") from exc
+
+
+def _tls_client(url: str, tls: TLSConfig, timeout: int) -> docker.DockerClient:
+    """A client whose TLS settings are the ones configured, whatever the environment says.
+
+    requests lets ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` replace a session's ``verify``, so
+    with either set (common in containers and CI) the configured CA would silently give way to
+    the system bundle, and ``verify: false`` to verification. Environment lookups are turned
+    off before the first request; that first request asks the engine for its API version,
+    which the SDK would otherwise do inside its constructor, before we could intervene.
+    """
+    probe = docker.APIClient(
+        base_url=url, version=MINIMUM_DOCKER_API_VERSION, tls=tls, timeout=timeout
+    )
+    try:
+        probe.trust_env = False
+        version = str(probe.version(api_version=False)["ApiVersion"])
+    finally:
+        probe.close()
+    client = docker.DockerClient(base_url=url, version=version, tls=tls, timeout=timeout)
+    client.api.trust_env = False
+    return client
+
+
+def _warn_if_unverified(api: Any, target: str) -> None:
+    """Log an engine reached without verified TLS: that is a choice someone made (``tls.verify:
+    false``, ``DOCKER_TLS_VERIFY`` unset, a ``tcp://`` URL to another host without ``tls``), and
+    whoever reads the logs must see it. A unix socket and a loopback address are not logged."""
+    base = str(getattr(api, "base_url", ""))
+    if base.startswith("https://") and getattr(api, "verify", True) is False:
+        log.warning(
+            "TLS certificate verification is OFF for the Docker engine %s (tls.verify: false)",
+            target,
+        )
+    elif base.startswith("http://") and not is_loopback_host(urlsplit(base).netloc):
+        log.warning(
+            "the Docker engine %s is reached without TLS: anyone on the network path can read "
+            "and drive it (give the target a tls: section)",
+            target,
+        )
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    """The TLS library's own words (``certificate verify failed: …``), not the pool's wrapping."""
+    text = str(exc)
+    marker = "certificate verify failed"
+    start = text.find(marker)
+    if start < 0:
+        return text[:200]
+    return text[start:].split("(_ssl", 1)[0].strip(" :')")[:200]
 
 
 def _pull_error(action: str, explanation: str, status: int | None) -> SafeUpdaterError:

@@ -276,6 +276,15 @@ def new_api_client(
             "explicitly (allow_insecure_tls on the KubernetesCluster block)",
             field="insecure-skip-tls-verify",
         )
+    if not configuration.verify_ssl:
+        # Allowed explicitly just above; a man-in-the-middle could now act as the cluster, so
+        # whoever reads the logs must see it.
+        log.warning(
+            "TLS certificate verification is OFF for the Kubernetes API at %s (%s sets "
+            "insecure-skip-tls-verify; allowed by allow_insecure_tls)",
+            configuration.host,
+            source,
+        )
     configuration.proxy = None
     # One quick reconnect for a dropped keep-alive connection; real retries are the tasks' job.
     configuration.retries = urllib3.Retry(

@@ -357,24 +357,75 @@ def quarantine_clear(
         console.print(f"cleared {removed} quarantined version(s) of {asset_id}", markup=False)
 
 
+_HEAD_FORMAT = "SEQ:HASH, e.g. 120:3f9a… (the 64 hex digits of the hash)"
+
+
+def _parse_head(text: str) -> tuple[int, str]:
+    """``SEQ:HASH`` as `audit head` prints it."""
+    seq_text, _, digest = text.strip().partition(":")
+    digest = digest.strip().lower()
+    valid = (
+        seq_text.isdigit()
+        and int(seq_text) >= 1
+        and len(digest) == 64
+        and all(c in "0123456789abcdef" for c in digest)
+    )
+    if not valid:
+        raise InvalidInputError(
+            f"--expect-head {text!r} is not SEQ:HASH",
+            hint=f"copy it from `safe-updater audit head`: {_HEAD_FORMAT}",
+        )
+    return int(seq_text), digest
+
+
 @audit_app.command("verify")
-def audit_verify(json_out: JsonOption = False, config: ConfigOption = None) -> None:
+def audit_verify(
+    expect_head: Annotated[
+        str | None,
+        typer.Option(
+            "--expect-head",
+            metavar="SEQ:HASH",
+            help="A head printed by `audit head` earlier and kept elsewhere: also catches a "
+            "cut-off tail and a chain re-hashed since.",
+        ),
+    ] = None,
+    json_out: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
     """Check the audit chain; exit 1 and name the first bad record if anything was altered."""
+    anchor = _parse_head(expect_head) if expect_head is not None else None
     store = _store(config)
     try:
-        result = store.audit.verify()
+        result = store.audit.verify(expect_head=anchor)
     finally:
         store.close()
     if json_out:
         print_json(result.model_dump())
     elif result.ok:
         console.print(f"audit chain OK: {result.records} records", markup=False)
+    elif result.first_bad_seq is None:
+        console.print(f"audit chain BROKEN: {result.problem}", markup=False)
     else:
         console.print(
             f"audit chain BROKEN at record {result.first_bad_seq}: {result.problem}", markup=False
         )
     if not result.ok:
         raise typer.Exit(int(ExitCode.FAILURE))
+
+
+@audit_app.command("head")
+def audit_head(json_out: JsonOption = False, config: ConfigOption = None) -> None:
+    """Print the chain head as SEQ:HASH. Keep a copy where the database's writers cannot write
+    (a ticket, a log shipped off the host); `audit verify --expect-head` checks against it."""
+    store = _store(config)
+    try:
+        seq, digest = store.audit.head()
+    finally:
+        store.close()
+    if json_out:
+        print_json({"seq": seq, "hash": digest})
+    else:
+        console.print(f"{seq}:{digest}", markup=False, soft_wrap=True)
 
 
 @audit_app.command("export")

@@ -96,6 +96,12 @@ def _positive(value: timedelta) -> timedelta:
 PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
 
 
+# Why an approval input is refused: the reason recorded in the audit log.
+NO_APPROVER_NAME: Final = "no approver name given"
+NOT_AN_APPROVER: Final = "not a configured approver"
+SELF_APPROVAL: Final = "self-approval is not allowed"
+
+
 class ApprovalRule(BaseModel):
     """How an update that needs approval is approved."""
 
@@ -111,6 +117,32 @@ class ApprovalRule(BaseModel):
     approvers: WordList = Field(
         default_factory=list, description="Who may approve; empty means anyone."
     )
+    allow_self_approval: bool = Field(
+        default=True,
+        description="May the person who started an update approve it? false: someone else "
+        "must (they may still reject it).",
+    )
+
+    def refusal(self, who: str, *, approve: bool, requested_by: str | None) -> str | None:
+        """Why ``who``'s decision is not accepted (recorded as ``approval.refused``), or None.
+
+        ``requested_by`` is who started the update, if known. Names are compared ignoring case
+        and surrounding blanks, so ``Alice`` cannot approve what ``alice`` asked for. Rejecting
+        one's own request only withdraws it, so the self-approval rule does not stop that.
+        """
+        name = who.strip()
+        if not name:
+            return NO_APPROVER_NAME
+        if self.approvers and name not in self.approvers:
+            return NOT_AN_APPROVER
+        if (
+            approve
+            and not self.allow_self_approval
+            and requested_by is not None
+            and name.casefold() == requested_by.strip().casefold()
+        ):
+            return SELF_APPROVAL
+        return None
 
 
 class ApprovalOverride(BaseModel):
@@ -127,6 +159,9 @@ class ApprovalOverride(BaseModel):
     )
     approvers: WordList | None = Field(
         default=None, description="Who may approve; empty means anyone."
+    )
+    allow_self_approval: bool | None = Field(
+        default=None, description="May the person who started an update approve it?"
     )
 
 
@@ -714,7 +749,10 @@ def _change_words(change: ChangeKind | None) -> str:
 
 __all__ = [
     "DIGEST",
+    "NOT_AN_APPROVER",
+    "NO_APPROVER_NAME",
     "QUARANTINED_REASON",
+    "SELF_APPROVAL",
     "UNKNOWN_AGE_REASON",
     "Action",
     "ApprovalOverride",

@@ -35,8 +35,13 @@ def wait_for_approval(
     rule: ApprovalRule,
     *,
     poll_interval: timedelta,
+    requested_by: str | None = None,
 ) -> ApprovalOutcome:
     """Pause until ``rule.quorum`` distinct allowed approvers approve, or one rejects.
+
+    ``requested_by`` is who started the update: with ``allow_self_approval: false`` their
+    approval is refused. Refused input (a stranger, a self-approval, no name) is logged and
+    recorded as ``approval.refused``, and the run keeps waiting for a valid decision.
 
     A pause that times out leaves the Prefect run Failed ("never resumed") whatever we do next;
     the outcome is still recorded in our journal and audit log.
@@ -44,7 +49,8 @@ def wait_for_approval(
     logger = get_run_logger()
     approved: list[str] = []
     remaining = rule.deadline.total_seconds()
-    allowed = set(rule.approvers)
+    if not rule.allow_self_approval and requested_by:
+        description += f"\n\n{requested_by} started this update and may not approve it."
     while len(approved) < rule.quorum:
         if remaining <= 0:
             return ApprovalOutcome(state="expired", approvers=approved, reason="deadline passed")
@@ -68,13 +74,14 @@ def wait_for_approval(
         remaining -= time.monotonic() - started
         assert answer is not None
         who = answer.approver.strip()
-        if allowed and who not in allowed:
-            logger.warning("refused approval input from %r: not a configured approver", who)
+        refused = rule.refusal(who, approve=answer.approve, requested_by=requested_by)
+        if refused is not None:
+            logger.warning("refused approval input from %r: %s", who, refused)
             audit(
                 "approval.refused",
                 asset_id,
                 who or "unknown",
-                {"reason": "not a configured approver", "approve": answer.approve},
+                {"reason": refused, "approve": answer.approve, "requested_by": requested_by},
             )
             continue
         if not answer.approve:

@@ -178,6 +178,7 @@ def _update(
             _approval_description(asset, target, change_type, reasons),
             policy.approval,
             poll_interval=approval_poll_interval(),
+            requested_by=actor,
         )
         if outcome.state != "approved":
             final = Outcome.REJECTED if outcome.state == "rejected" else Outcome.EXPIRED

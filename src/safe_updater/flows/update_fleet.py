@@ -140,7 +140,11 @@ def _approve_plan(plan: FleetPlan, results: dict[str, dict[str, Any]], actor: st
         return None
     rule = _plan_rule([rules[a] for a in single])
     outcome = wait_for_approval(
-        None, _plan_description(plan, single), rule, poll_interval=approval_poll_interval()
+        None,
+        _plan_description(plan, single),
+        rule,
+        poll_interval=approval_poll_interval(),
+        requested_by=actor,
     )
     run_id = _flow_run_id()
     if outcome.state != "approved":
@@ -165,6 +169,7 @@ def _plan_rule(rules: Sequence[ApprovalRule]) -> ApprovalRule:
     approvers = sorted(set.intersection(*restricted)) if restricted else []
     return ApprovalRule(
         quorum=1,
+        allow_self_approval=all(rule.allow_self_approval for rule in rules),
         deadline=min(rule.deadline for rule in rules),
         approvers=approvers or (sorted(set.union(*restricted)) if restricted else []),
     )

@@ -4,7 +4,9 @@ Each record's hash is ``sha256`` over the canonical JSON of its seq, time (ISO 8
 event, asset id, actor, data and the previous record's hash (64 zeros for the first). The
 ``audit_head`` row holds the last seq and hash: appenders lock it, so concurrent writers queue
 instead of forking the chain, and :meth:`AuditLog.verify` compares it with the log, so a
-deleted tail is caught too. See docs/state-store.md for what the chain does and does not prove.
+deleted tail is caught too, unless the head was moved back with it: only a head copied elsewhere
+earlier (``verify(expect_head=...)``) catches that. See docs/state-store.md for what the chain
+does and does not prove.
 """
 
 from __future__ import annotations
@@ -147,6 +149,22 @@ class AuditLog:
             row = conn.execute(select(audit_head).where(audit_head.c.id == _HEAD_ID)).one()
             return int(row.seq), str(row.hash)
 
+    def latest(self, event: str, *, asset_id: str) -> AuditRecord | None:
+        """The newest record of ``event`` for ``asset_id``, or None.
+
+        Walks the log from its newest record back (the primary key), so it is quick for the
+        recent records it is meant for, e.g. who asked for an approval that waits.
+        """
+        stmt = (
+            select(audit_log)
+            .where(audit_log.c.event == event, audit_log.c.asset_id == asset_id)
+            .order_by(audit_log.c.seq.desc())
+            .limit(1)
+        )
+        with self._db.read("read audit record") as conn:
+            row = conn.execute(stmt).mappings().one_or_none()
+        return None if row is None else _record(row)
+
     def export(self) -> Iterator[AuditRecord]:
         """Every record in seq order, streamed in batches (memory does not grow with the log)."""
         stmt = (
@@ -156,8 +174,20 @@ class AuditLog:
             for row in conn.execute(stmt).mappings():
                 yield _record(row)
 
-    def verify(self) -> AuditVerification:
-        """Walk the chain; report the first record that was edited, deleted, moved or inserted."""
+    def verify(self, *, expect_head: tuple[int, str] | None = None) -> AuditVerification:
+        """Walk the chain; report the first record that was edited, deleted, moved or inserted.
+
+        ``expect_head`` is a ``(seq, hash)`` copied from :meth:`head` earlier and kept where the
+        database's writers cannot change it. Without it, cutting off the newest records *and*
+        moving ``audit_head`` back leaves a shorter chain that is consistent in itself; with it,
+        that (and a chain re-hashed from some record on) is caught.
+        """
+        if expect_head is not None and expect_head[0] < 1:
+            raise InvalidInputError(
+                f"an expected head needs a seq of 1 or more, not {expect_head[0]}",
+                hint="copy it from `safe-updater audit head`",
+                field="expect_head",
+            )
         stmt = (
             select(audit_log).order_by(audit_log.c.seq).execution_options(yield_per=_STREAM_BATCH)
         )
@@ -165,11 +195,31 @@ class AuditLog:
         expected_seq = 1
         prev_hash = GENESIS_HASH
         prev_prev_hash: str | None = None
+        anchored_hash: str | None = None  # the hash of seq expect_head[0], once walked past it
         # One snapshot for head and records: an append during verify is not a false alarm.
         with self._db.read("verify audit log", snapshot=True) as conn:
-            head = conn.execute(select(audit_head).where(audit_head.c.id == _HEAD_ID)).one()
-            for row in conn.execute(stmt).mappings():
-                record = _record(row)
+            head = conn.execute(select(audit_head).where(audit_head.c.id == _HEAD_ID)).one_or_none()
+            if head is None:
+                return AuditVerification(
+                    ok=False,
+                    records=0,
+                    problem="the chain head row (audit_head) is missing: it was deleted, so "
+                    "neither appends nor a cut-off tail can be checked; restore the database "
+                    "from a backup",
+                )
+            head_seq, head_hash = int(head.seq), str(head.hash)
+            records = (_record(row) for row in conn.execute(stmt).mappings())
+            record = next(records, None)
+            while record is not None:
+                # One record of look-ahead: it tells a re-hashed record from a moved one.
+                following = next(records, None)
+                if record.seq < expected_seq:
+                    return _bad(
+                        checked,
+                        record.seq,
+                        f"seq {record.seq} lies before seq 1: a record was inserted before the "
+                        "first record",
+                    )
                 if record.seq != expected_seq:
                     return _bad(
                         checked,
@@ -177,13 +227,26 @@ class AuditLog:
                         f"seq {expected_seq} is missing: the log goes from seq "
                         f"{expected_seq - 1} to seq {record.seq} (a record was deleted)",
                     )
+                intact = _expected_hash(record) == record.hash
                 if record.prev_hash != prev_hash:
                     if prev_prev_hash is not None and record.prev_hash == prev_prev_hash:
                         return _bad(
-                            checked,
+                            checked - 1,
                             record.seq - 1,
                             f"seq {record.seq - 1} was inserted: seq {record.seq} links to "
                             f"the record before it",
+                        )
+                    vouched = _vouched(record, following, head_seq, head_hash)
+                    if record.seq > 1 and intact and vouched:
+                        # This record and the chain after it are untouched, so the record
+                        # before it is not the one it was chained to: that one was rewritten
+                        # and its hash recomputed (anyone can: the hash has no secret).
+                        return _bad(
+                            checked - 1,
+                            record.seq - 1,
+                            f"seq {record.seq - 1} was changed and its hash recomputed (or the "
+                            f"record replaced): seq {record.seq}, which is intact, was chained "
+                            f"to a different seq {record.seq - 1}",
                         )
                     return _bad(
                         checked,
@@ -191,37 +254,77 @@ class AuditLog:
                         f"seq {record.seq} does not link to seq {record.seq - 1} (prev_hash "
                         "differs): records were reordered, replaced or deleted",
                     )
-                if _expected_hash(record) != record.hash:
+                if not intact:
                     return _bad(
                         checked,
                         record.seq,
                         f"seq {record.seq} does not match its hash: the record was edited",
                     )
+                if expect_head is not None and record.seq == expect_head[0]:
+                    anchored_hash = record.hash
                 prev_prev_hash, prev_hash = prev_hash, record.hash
                 expected_seq += 1
                 checked += 1
+                record = following
         last = expected_seq - 1
-        if int(head.seq) > last:
+        if head_seq > last:
             return _bad(
                 checked,
                 last + 1,
-                f"the chain head says the log ends at seq {head.seq} but it ends at seq "
+                f"the chain head says the log ends at seq {head_seq} but it ends at seq "
                 f"{last}: the records after it were deleted",
             )
-        if int(head.seq) < last:
-            return _bad(
-                checked,
-                int(head.seq) + 1,
-                f"seq {int(head.seq) + 1}..{last} lie past the chain head (seq {head.seq}): "
-                "they were added outside the audit log",
+        if head_seq < last:
+            extra = (
+                f"seq {last} lies" if head_seq + 1 == last else f"seq {head_seq + 1}..{last} lie"
             )
-        if str(head.hash) != prev_hash:
             return _bad(
-                checked,
+                head_seq,
+                head_seq + 1,
+                f"{extra} past the chain head (seq {head_seq}): added outside the audit log",
+            )
+        if head_hash != prev_hash:
+            return _bad(
+                checked - 1,
                 last,
                 f"the chain head's hash differs from seq {last}'s: the last record was replaced",
             )
+        if expect_head is not None:
+            return _check_anchor(checked, last, expect_head, anchored_hash)
         return AuditVerification(ok=True, records=checked)
+
+
+def _vouched(
+    record: AuditRecord, following: AuditRecord | None, head_seq: int, head_hash: str
+) -> bool:
+    """Whether what comes after ``record`` confirms it: the next record links to it, or it is
+    the last record and the chain head holds its hash."""
+    if following is not None:
+        return following.seq == record.seq + 1 and following.prev_hash == record.hash
+    return head_seq == record.seq and head_hash == record.hash
+
+
+def _check_anchor(
+    checked: int, last: int, expect_head: tuple[int, str], found: str | None
+) -> AuditVerification:
+    seq, digest = expect_head
+    short = digest[:12]
+    if seq > last:
+        return _bad(
+            checked,
+            last + 1,
+            f"the log ends at seq {last}, but seq {seq} (hash {short}…) was recorded as the head "
+            f"earlier: seq {last + 1}..{seq} were deleted and the chain head moved back",
+        )
+    if found != digest:
+        return _bad(
+            checked,
+            seq,
+            f"seq {seq} is not the record recorded as the head earlier (hash {short}…): the "
+            f"chain was rewritten, or cut back and written again, at or before seq {seq}; "
+            "every hash was recomputed, so the first changed record cannot be named",
+        )
+    return AuditVerification(ok=True, records=checked)
 
 
 def _bad(checked: int, seq: int, problem: str) -> AuditVerification:
