@@ -2,9 +2,11 @@
 
 For each journal size, fills a fresh SQLite store (in a temporary directory) with 10,000 Docker
 assets, then with closed journal rows (bulk insert, then ``Journal.rebuild_aggregates()``, as the
-rows bypass ``Journal.close``) over 20 days, 200 open attempts, 500 quarantined versions and
-registry request counts. Times ``generate_latest`` of the store registry (what ``/metrics``
-returns) and a GET over loopback from ``serve_metrics``. Baselines in the same run:
+rows bypass ``Journal.close``) over 20 days, verify times on the updated and rolled-back ones,
+200 open attempts, 500 quarantined versions, registry request counts, and a scan's pending
+updates for 3,000 of the assets. Times ``generate_latest`` of the store registry (what
+``/metrics`` returns), a GET over loopback from ``serve_metrics``, and the scan's write of the
+pending updates of every asset (``AssetRepository.record_pending``). Baselines in the same run:
 ``generate_latest`` of an empty registry and a bare ``SELECT count(*) FROM assets``.
 Prints medians; no assertions.
 
@@ -25,6 +27,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import insert, text
 
 from safe_updater.adapters.store import StateStore
+from safe_updater.adapters.store.assets import PendingUpdate
 from safe_updater.adapters.store.schema import attempts
 from safe_updater.domain.assets import Asset, AssetId, AssetKind, ImageRef
 from safe_updater.metrics import build_registry, serve_metrics, stop_metrics
@@ -58,6 +61,8 @@ def fill(store: StateStore, n_assets: int, n_attempts: int) -> None:
     rows = []
     for i in range(n_attempts):
         started = now - timedelta(days=20) + timedelta(seconds=i * 17)
+        outcome = outcomes[i % len(outcomes)]
+        verified = outcome in ("updated", "rolled_back")
         rows.append(
             {
                 "idempotency_key": f"bench-{i}",
@@ -66,13 +71,15 @@ def fill(store: StateStore, n_assets: int, n_attempts: int) -> None:
                 "to_version": "1.0.1",
                 "change_type": changes[i % len(changes)],
                 "phase": "closed",
-                "outcome": outcomes[i % len(outcomes)],
+                "outcome": outcome,
                 "reason": "bench",
                 "snapshot": {},
                 "applied": {},
                 "started_at": started,
                 "updated_at": started + timedelta(seconds=i % 600),
                 "finished_at": started + timedelta(seconds=i % 600),
+                "verify_started_at": started if verified else None,
+                "verify_seconds": float(i % 300) if verified else None,
             }
         )
     with store.engine.begin() as conn:
@@ -91,6 +98,16 @@ def fill(store: StateStore, n_assets: int, n_attempts: int) -> None:
         store.quarantine.add(f"docker:local/app{i:06d}", "1.0.1", "bench")
     for status in (200, 200, 401, 404, 429):
         store.budgets.record_request("127.0.0.1:5000", status)
+    store.assets.record_pending(scan_plan(n_assets))
+
+
+def scan_plan(n_assets: int) -> dict[str, PendingUpdate | None]:
+    """What a scan of every asset records: an update for 3 in 10 of them, none for the rest."""
+    kinds = [("auto", "patch"), ("auto", "digest"), ("approve", "minor")]
+    return {
+        f"docker:local/app{i:06d}": PendingUpdate(*kinds[i % 3], "1.0.1") if i % 10 < 3 else None
+        for i in range(n_assets)
+    }
 
 
 def measure(n_assets: int, n_attempts: int, runs: int) -> None:
@@ -111,6 +128,8 @@ def measure(n_assets: int, n_attempts: int, runs: int) -> None:
                 with store.engine.connect() as conn:
                     conn.execute(text("SELECT count(*) FROM assets")).scalar_one()
 
+            plan = scan_plan(n_assets)
+            record = median_ms(lambda: store.assets.record_pending(plan), max(3, runs // 10))
             scrape = median_ms(lambda: generate_latest(registry), runs)
             baseline = median_ms(lambda: generate_latest(empty), runs)
             bare = median_ms(count_assets, runs)
@@ -128,6 +147,7 @@ def measure(n_assets: int, n_attempts: int, runs: int) -> None:
     print(f"exposition: {len(body)} bytes, {lines} lines")
     print(f"generate_latest(store registry)  median {scrape:7.2f} ms   (goal < 100 ms)")
     print(f"GET /metrics over loopback       median {http:7.2f} ms")
+    print(f"scan: record_pending({n_assets} assets) median {record:7.1f} ms")
     print(f"baseline: empty registry         median {baseline:7.3f} ms")
     print(f"baseline: SELECT count(*) assets median {bare:7.3f} ms")
 

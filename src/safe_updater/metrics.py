@@ -47,8 +47,16 @@ DEFAULT_METRICS_PORT = 9720
 DURATION_BUCKETS: tuple[float, ...] = (5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 """Upper bounds (seconds) of ``safe_updater_update_duration_seconds``; an update is minutes."""
 
+VERIFY_BUCKETS: tuple[float, ...] = DURATION_BUCKETS
+"""Upper bounds (seconds) of ``safe_updater_verify_duration_seconds``: a monitoring window is
+seconds to an hour. Bounds with at most two significant digits are exact (aggregates.py)."""
+
 DURATION_LOOKBACK = timedelta(days=30)
-"""The histogram covers attempts started this recently, so its query stays bounded."""
+"""The histograms cover attempts started this recently, so their queries stay bounded."""
+
+PENDING_ACTIONS = ("auto", "approve")
+"""``action`` of ``safe_updater_pending_updates``: applied by the next update run, or offered
+for approval."""
 
 _APPLIED_OUTCOMES = (Outcome.UPDATED, Outcome.ROLLED_BACK, Outcome.FAILED)
 
@@ -67,11 +75,13 @@ class StoreCollector(Collector):
         clock: Callable[[], datetime] | None = None,
         lookback: timedelta = DURATION_LOOKBACK,
         buckets: tuple[float, ...] = DURATION_BUCKETS,
+        verify_buckets: tuple[float, ...] = VERIFY_BUCKETS,
     ) -> None:
         self._store = store
         self._clock = clock or (lambda: datetime.now(UTC))
         self._lookback = lookback
         self._buckets = buckets
+        self._verify_buckets = verify_buckets
 
     def describe(self) -> Iterable[Metric]:
         # Nothing to describe up front: registering must not query the store.
@@ -109,6 +119,18 @@ class StoreCollector(Collector):
             assets.add_metric([kind], counts.get(kind, 0))
         yield assets
 
+        pending = GaugeMetricFamily(
+            "safe_updater_pending_updates",
+            "Assets for which the newest scan found an update the policy would apply (auto) or "
+            "offer for approval (approve), by change type.",
+            labels=["action", "change_type"],
+        )
+        by_kind = {(a, c): 0 for a in PENDING_ACTIONS for c in CHANGE_KINDS}
+        by_kind.update(store.assets.pending_counts())
+        for (action, change_type), n in sorted(by_kind.items()):
+            pending.add_metric([action, change_type], n)
+        yield pending
+
         yield GaugeMetricFamily(
             "safe_updater_pending_approvals",
             "Assets whose newest update request waits for approval.",
@@ -142,25 +164,26 @@ class StoreCollector(Collector):
             sum(n for (o, _), n in by_outcome.items() if o == Outcome.ROLLED_BACK.value),
         )
 
-        durations = HistogramMetricFamily(
+        since = self._clock() - self._lookback
+        yield _histogram(
             "safe_updater_update_duration_seconds",
             f"Time from opening to closing an update attempt, by outcome (attempts started in "
             f"the last {self._lookback.days} days).",
-            labels=["outcome"],
+            self._buckets,
+            store.journal.duration_histogram(
+                self._buckets, since=since, outcomes=_APPLIED_OUTCOMES
+            ),
         )
-        histogram = store.journal.duration_histogram(
-            self._buckets, since=self._clock() - self._lookback, outcomes=_APPLIED_OUTCOMES
+        yield _histogram(
+            "safe_updater_verify_duration_seconds",
+            f"Time an update attempt spent verifying (health monitoring, up to the verdict), "
+            f"by outcome: updated when healthy, rolled_back when not (attempts started in the "
+            f"last {self._lookback.days} days).",
+            self._verify_buckets,
+            store.journal.verify_histogram(
+                self._verify_buckets, since=since, outcomes=_APPLIED_OUTCOMES
+            ),
         )
-        for outcome in _APPLIED_OUTCOMES:
-            cumulative, count, total = histogram.get(
-                outcome.value, ([0] * len(self._buckets), 0, 0.0)
-            )
-            buckets = [
-                (str(float(b)), float(n)) for b, n in zip(self._buckets, cumulative, strict=True)
-            ]
-            buckets.append(("+Inf", float(count)))
-            durations.add_metric([outcome.value], buckets, total)
-        yield durations
 
         requests = CounterMetricFamily(
             "safe_updater_registry_requests",
@@ -178,6 +201,22 @@ class StoreCollector(Collector):
                 "Unix time a scan last stored the inventory (the newest asset's last_seen).",
                 last_seen.timestamp(),
             )
+
+
+def _histogram(
+    name: str,
+    documentation: str,
+    bounds: tuple[float, ...],
+    by_outcome: dict[str, tuple[list[int], int, float]],
+) -> HistogramMetricFamily:
+    """Every applied outcome, zeros included, so rate() and the dashboard always have series."""
+    family = HistogramMetricFamily(name, documentation, labels=["outcome"])
+    for outcome in _APPLIED_OUTCOMES:
+        cumulative, count, total = by_outcome.get(outcome.value, ([0] * len(bounds), 0, 0.0))
+        buckets = [(str(float(b)), float(n)) for b, n in zip(bounds, cumulative, strict=True)]
+        buckets.append(("+Inf", float(count)))
+        family.add_metric([outcome.value], buckets, total)
+    return family
 
 
 def build_registry(

@@ -246,6 +246,23 @@ def test_approval_deadline_expires_and_changes_nothing(make: Any) -> None:
     assert h.store.journal.history(WEB, limit=1)[0].outcome is Outcome.EXPIRED
 
 
+def test_approval_deadline_with_timeout_action_approve_applies_and_records_it(make: Any) -> None:
+    h = make(
+        tags=["1.0.1", "1.1.0"],
+        running="1.0.1",
+        config="approvals:\n  poll_interval: 1s\n"
+        "policy:\n  default:\n    approval:\n      deadline: 2s\n      timeout_action: approve\n",
+    )
+    with use_runtime(h.runtime):
+        thread, _ = _run_in_thread(asset_id=WEB, approval="pause")
+        thread.join(120)
+    assert h.running == "1.1.0"
+    assert h.store.journal.history(WEB, limit=1)[0].outcome is Outcome.UPDATED
+    approvals = [r for r in h.store.audit.export() if r.event == "approval.approved"]
+    assert [r.actor for r in approvals] == ["timeout_action"]
+    assert "timeout_action: approve" in approvals[0].data["reason"]
+
+
 def test_recover_rolls_back_an_attempt_killed_during_verification(make: Any) -> None:
     h = make()
     h.world.broken.add("1.0.2")

@@ -53,7 +53,7 @@ def wait_for_approval(
         description += f"\n\n{requested_by} started this update and may not approve it."
     while len(approved) < rule.quorum:
         if remaining <= 0:
-            return ApprovalOutcome(state="expired", approvers=approved, reason="deadline passed")
+            return _at_deadline(asset_id, rule, approved, "deadline passed")
         form = ApprovalInput.with_initial_data(
             description=description + _progress(approved, rule.quorum), approve=False
         )
@@ -66,11 +66,7 @@ def wait_for_approval(
                 key=f"approval-{len(approved) + 1}-{int(started * 1000)}",
             )
         except FlowPauseTimeout:
-            return ApprovalOutcome(
-                state="expired",
-                approvers=approved,
-                reason=f"no decision within {rule.deadline}",
-            )
+            return _at_deadline(asset_id, rule, approved, f"no decision within {rule.deadline}")
         remaining -= time.monotonic() - started
         assert answer is not None
         who = answer.approver.strip()
@@ -99,3 +95,30 @@ def _progress(approved: list[str], quorum: int) -> str:
     if quorum <= 1:
         return ""
     return f"\n\nApprovals so far: {len(approved)}/{quorum} ({', '.join(approved) or 'none'})."
+
+
+# The approver recorded when the policy itself approves at the deadline.
+TIMEOUT_APPROVER = "timeout_action"
+
+
+def _at_deadline(
+    asset_id: str | None, rule: ApprovalRule, approved: list[str], why: str
+) -> ApprovalOutcome:
+    """``timeout_action``: reject (expired), or approve as the policy says.
+
+    The Prefect run still ends Failed ("never resumed") after a timed-out pause, even when the
+    update then applies; the journal and the audit chain hold the real outcome."""
+    if rule.timeout_action != "approve":
+        return ApprovalOutcome(state="expired", approvers=approved, reason=why)
+    get_run_logger().warning("%s; the policy's timeout_action approves", why)
+    audit(
+        "approval.approved",
+        asset_id,
+        TIMEOUT_APPROVER,
+        {"reason": f"{why}; timeout_action: approve", "earlier_approvers": approved},
+    )
+    return ApprovalOutcome(
+        state="approved",
+        approvers=[*approved, TIMEOUT_APPROVER],
+        reason=f"{why}; approved by timeout_action",
+    )

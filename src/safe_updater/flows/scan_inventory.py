@@ -28,7 +28,14 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from safe_updater.domain.assets import Asset
 from safe_updater.domain.errors import SafeUpdaterError
 from safe_updater.tasks.discovery import list_targets, scan_target
-from safe_updater.tasks.planning import error_row, group_by_repository, plan_repository, plan_row
+from safe_updater.tasks.planning import (
+    error_row,
+    group_by_repository,
+    pending_updates,
+    plan_repository,
+    plan_row,
+    record_pending_updates,
+)
 
 # Registry look-ups are I/O: this many repositories are asked at once.
 PLAN_WORKERS = 8
@@ -88,6 +95,10 @@ def scan_inventory(evaluate: bool = True) -> list[dict[str, Any]]:
     _found(len(assets))
     if evaluate:
         plan = _plan(assets)
+        # Durable, so /metrics in another process shows what this scan found; a scan without
+        # registry look-ups (evaluate=False) knows nothing about updates and keeps the last.
+        found = pending_updates(plan)
+        record_pending_updates(found, sum(1 for p in found.values() if p is not None))
     else:
         plan = [plan_row(asset, None) for asset in assets]
         _planned(len(plan))

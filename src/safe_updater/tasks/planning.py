@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from safe_updater.adapters.store.assets import PendingUpdate
 from safe_updater.domain.assets import Asset, AssetKind
 from safe_updater.domain.errors import SafeUpdaterError
 from safe_updater.domain.policy import Decision, decide, resolve_policy
@@ -133,6 +134,39 @@ def plan_row(asset: Asset, decision: Decision | None) -> dict[str, Any]:
         row["action"] = f"{row['action']} (waits for window)"
     row["reasons"] = "; ".join(decision.reasons)
     return row
+
+
+def pending_updates(plan: Sequence[dict[str, Any]]) -> dict[str, PendingUpdate | None]:
+    """Each planned asset's pending update from the plan's rows (None: nothing to do). Error
+    rows are left out: a registry that did not answer says nothing about the asset, so the
+    store keeps what the last scan that could plan it found."""
+    pending: dict[str, PendingUpdate | None] = {}
+    for row in plan:
+        action = row.get("action")
+        if action == "error":
+            continue
+        if row.get("target") and action:
+            # "auto (waits for window)" is still an update the policy will apply.
+            pending[row["asset"]] = PendingUpdate(
+                action=str(action).split(" ", 1)[0],
+                change_type=str(row.get("change_type") or ""),
+                target=str(row["target"]),
+            )
+        else:
+            pending[row["asset"]] = None
+    return pending
+
+
+@task(
+    name="record-pending-updates",
+    task_run_name="record {count} pending updates",
+    cache_policy=NO_CACHE,
+    **TRANSIENT_RETRIES,
+)
+def record_pending_updates(pending: dict[str, PendingUpdate | None], count: int) -> None:
+    """Store the scan's pending updates (``safe_updater_pending_updates``, read by /metrics
+    in any process); ``count`` (how many are not None) only names the task run."""
+    current_runtime().store.assets.record_pending(pending)
 
 
 def error_row(asset: Asset, error: SafeUpdaterError) -> dict[str, Any]:

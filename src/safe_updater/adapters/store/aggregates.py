@@ -2,9 +2,10 @@
 
 A scrape used to compute counts and durations from the ``attempts`` rows, which cost ~150 ms at
 100,000 rows. These tables (``attempt_totals``, ``attempt_durations``, ``latest_attempts``;
-revision 0003) are updated in the same transaction as the attempt row, so they are exactly as
-current as the journal, for every writer (flow runs, the CLI, other hosts on PostgreSQL).
-Closed attempts never change again, which is what makes adding them up once enough.
+revision 0003; ``attempt_verify_durations``, revision 0004) are updated in the same transaction
+as the attempt row, so they are exactly as current as the journal, for every writer (flow runs,
+the CLI, other hosts on PostgreSQL). Closed attempts never change again, which is what makes
+adding them up once enough.
 """
 
 from __future__ import annotations
@@ -14,14 +15,28 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from safe_updater.adapters.store.database import Database, dialect_insert
 from safe_updater.adapters.store.schema import (
+    assets,
     attempt_durations,
     attempt_totals,
+    attempt_verify_durations,
     attempts,
     latest_attempts,
+    quarantine,
 )
 
 
@@ -85,8 +100,12 @@ def record_close(
     outcome: str,
     started_at: datetime,
     finished_at: datetime,
+    verify_seconds: float | None = None,
+    to_version: str | None = None,
 ) -> None:
-    """Count a closed attempt: totals, its duration, and the asset's newest outcome."""
+    """Count a closed attempt: totals, its duration, its verification (when it got a health
+    verdict), the asset's newest outcome; and settle the asset's pending update (see
+    :func:`settle_pending`)."""
     totals = dialect_insert(db, attempt_totals).values(
         outcome=outcome, change_type=change_type, count=1
     )
@@ -96,8 +115,31 @@ def record_close(
             set_={"count": attempt_totals.c.count + 1},
         )
     )
-    seconds = max(0.0, (finished_at - started_at).total_seconds())
-    durations = dialect_insert(db, attempt_durations).values(
+    _add_duration(
+        db, conn, attempt_durations, started_at, outcome, (finished_at - started_at).total_seconds()
+    )
+    if verify_seconds is not None:
+        _add_duration(db, conn, attempt_verify_durations, started_at, outcome, verify_seconds)
+    conn.execute(
+        update(latest_attempts)
+        .where(latest_attempts.c.asset_id == asset_id)
+        .where(latest_attempts.c.attempt_id == attempt_id)
+        .values(outcome=outcome)
+    )
+    if to_version is not None:
+        settle_pending(conn, asset_id, to_version, outcome)
+
+
+def _add_duration(
+    db: Database,
+    conn: Connection,
+    table: Table,
+    started_at: datetime,
+    outcome: str,
+    seconds: float,
+) -> None:
+    seconds = max(0.0, seconds)
+    stmt = dialect_insert(db, table).values(
         day=day_of(started_at),
         outcome=outcome,
         seconds=duration_key(seconds),
@@ -105,26 +147,37 @@ def record_close(
         total=seconds,
     )
     conn.execute(
-        durations.on_conflict_do_update(
+        stmt.on_conflict_do_update(
             index_elements=["day", "outcome", "seconds"],
-            set_={
-                "count": attempt_durations.c.count + 1,
-                "total": attempt_durations.c.total + durations.excluded.total,
-            },
+            set_={"count": table.c.count + 1, "total": table.c.total + stmt.excluded.total},
         )
     )
-    conn.execute(
-        update(latest_attempts)
-        .where(latest_attempts.c.asset_id == asset_id)
-        .where(latest_attempts.c.attempt_id == attempt_id)
-        .values(outcome=outcome)
+
+
+def settle_pending(conn: Connection, asset_id: str, to_version: str, outcome: str) -> None:
+    """The scan's pending update of the asset is no longer pending once an attempt to that
+    version closes ``updated``, or closes with the version quarantined (rolled back after it
+    failed verification): the policy will not offer it again. Otherwise (a failed preflight or
+    apply, a request waiting for approval, a rejection) the next run may still try it, so it
+    stays until the next scan says otherwise."""
+    stmt = (
+        update(assets)
+        .where(assets.c.id == asset_id)
+        .where(assets.c.pending_target == to_version)
+        .values(pending_action=None, pending_change_type=None, pending_target=None)
     )
+    if outcome != "updated":
+        # Quarantined before the close: rollback_and_quarantine runs before the attempt closes.
+        stmt = stmt.where(
+            exists().where(quarantine.c.asset_id == asset_id, quarantine.c.version == to_version)
+        )
+    conn.execute(stmt)
 
 
 def rebuild(conn: Connection) -> None:
     """Recompute every aggregate from the ``attempts`` rows (after a bulk load or a restore
     of the table alone). Streams the closed rows once; the result is small."""
-    for table in (attempt_totals, attempt_durations, latest_attempts):
+    for table in (attempt_totals, attempt_durations, attempt_verify_durations, latest_attempts):
         conn.execute(delete(table))
     conn.execute(
         insert(attempt_totals).from_select(
@@ -158,9 +211,22 @@ def rebuild(conn: Connection) -> None:
     # Streamed (a server-side cursor on PostgreSQL), set on the statement: setting it on the
     # connection would stream every later statement of this transaction too.
     buckets = durations_by_key(conn.execute(closed.execution_options(yield_per=5000)))
+    _insert_buckets(conn, attempt_durations, buckets)
+    verified = (
+        select(attempts.c.outcome, attempts.c.started_at, attempts.c.verify_seconds)
+        .where(attempts.c.outcome.is_not(None))
+        .where(attempts.c.verify_seconds.is_not(None))
+    )
+    buckets = verify_durations_by_key(conn.execute(verified.execution_options(yield_per=5000)))
+    _insert_buckets(conn, attempt_verify_durations, buckets)
+
+
+def _insert_buckets(
+    conn: Connection, table: Table, buckets: dict[tuple[int, str, int], tuple[int, float]]
+) -> None:
     if buckets:
         conn.execute(
-            insert(attempt_durations),
+            insert(table),
             [
                 {"day": d, "outcome": o, "seconds": s, "count": n, "total": t}
                 for (d, o, s), (n, t) in buckets.items()
@@ -175,6 +241,19 @@ def durations_by_key(
     buckets: dict[tuple[int, str, int], tuple[int, float]] = {}
     for outcome, started_at, finished_at in rows:
         seconds = max(0.0, (finished_at - started_at).total_seconds())
+        key = (day_of(started_at), str(outcome), duration_key(seconds))
+        n, total = buckets.get(key, (0, 0.0))
+        buckets[key] = (n + 1, total + seconds)
+    return buckets
+
+
+def verify_durations_by_key(
+    rows: Iterable[Any],
+) -> dict[tuple[int, str, int], tuple[int, float]]:
+    """``(outcome, started_at, verify_seconds)`` rows -> ``(day, outcome, key) -> (count, sum)``."""
+    buckets: dict[tuple[int, str, int], tuple[int, float]] = {}
+    for outcome, started_at, verify_seconds in rows:
+        seconds = max(0.0, float(verify_seconds))
         key = (day_of(started_at), str(outcome), duration_key(seconds))
         n, total = buckets.get(key, (0, 0.0))
         buckets[key] = (n + 1, total + seconds)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from itertools import islice
+from typing import NamedTuple
 
-from sqlalchemy import Text, cast, delete, func, select
+from sqlalchemy import Text, bindparam, cast, delete, func, select, update
 
 from safe_updater.adapters.store.database import Database, dialect_insert
 from safe_updater.adapters.store.schema import assets
@@ -19,6 +20,27 @@ _DATA_TEXT = cast(assets.c.data, Text)
 
 _CHUNK = 1000
 """Rows per executemany / IN list: far below SQLite's and PostgreSQL's parameter limits."""
+
+
+class PendingUpdate(NamedTuple):
+    """An update a scan found for an asset: what the policy would do with it."""
+
+    action: str  # "auto" (applied by the next update run) or "approve" (offered for approval)
+    change_type: str  # patch, minor, major, prerelease, digest
+    target: str  # the version it would move to
+
+
+# One executemany of UPDATE ... WHERE id = :b_id; the bind names must differ from the column
+# names (SQLAlchemy reserves those for the SET clause; `target` is a column of assets).
+_SET_PENDING = (
+    update(assets)
+    .where(assets.c.id == bindparam("b_id"))
+    .values(
+        pending_action=bindparam("b_action"),
+        pending_change_type=bindparam("b_change_type"),
+        pending_target=bindparam("b_target"),
+    )
+)
 
 
 class AssetRepository:
@@ -100,6 +122,48 @@ class AssetRepository:
             while chunk := builtins.list(islice(it, _CHUNK)):
                 conn.execute(delete(assets).where(assets.c.id.in_(chunk)))
         return len(gone)
+
+    def record_pending(self, plans: Mapping[str, PendingUpdate | None]) -> None:
+        """Store what a scan planned for each asset in ``plans``: its pending update, or None
+        for none. Assets not in ``plans`` keep theirs (their target or registry could not be
+        read); ids not in the inventory are ignored. One transaction, so a scrape sees the
+        whole scan or none of it."""
+        rows = (
+            {
+                "b_id": asset_id,
+                "b_action": None if plan is None else plan.action,
+                "b_change_type": None if plan is None else plan.change_type,
+                "b_target": None if plan is None else plan.target,
+            }
+            for asset_id, plan in plans.items()
+        )
+        with self._db.write("store pending updates") as conn:
+            while chunk := builtins.list(islice(rows, _CHUNK)):
+                conn.execute(_SET_PENDING, chunk)
+
+    def pending(self) -> dict[str, PendingUpdate]:
+        """Each asset's pending update (assets without one left out)."""
+        stmt = select(
+            assets.c.id,
+            assets.c.pending_action,
+            assets.c.pending_change_type,
+            assets.c.pending_target,
+        ).where(assets.c.pending_action.is_not(None))
+        with self._db.read("read pending updates") as conn:
+            return {
+                str(asset_id): PendingUpdate(str(action), str(change_type or ""), str(target or ""))
+                for asset_id, action, change_type, target in conn.execute(stmt)
+            }
+
+    def pending_counts(self) -> dict[tuple[str, str], int]:
+        """Assets with a pending update, by ``(action, change_type)`` (from the index alone)."""
+        stmt = (
+            select(assets.c.pending_action, assets.c.pending_change_type, func.count())
+            .where(assets.c.pending_action.is_not(None))
+            .group_by(assets.c.pending_action, assets.c.pending_change_type)
+        )
+        with self._db.read("count pending updates") as conn:
+            return {(str(a), str(c or "")): int(n) for a, c, n in conn.execute(stmt)}
 
     def counts(self) -> dict[str, int]:
         """Assets per kind, every kind present (zeros included)."""

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Integer,
     RowMapping,
     Select,
+    Table,
     cast,
     func,
     insert,
@@ -26,6 +27,7 @@ from safe_updater.adapters.store.jsondata import to_plain
 from safe_updater.adapters.store.schema import (
     attempt_durations,
     attempt_totals,
+    attempt_verify_durations,
     attempts,
     latest_attempts,
 )
@@ -38,6 +40,10 @@ MAX_HISTORY_LIMIT = 10_000
 # Written with a literal, not a bound parameter, so that SQLite can prove the query's WHERE
 # implies the partial index's (phase <> 'closed') and use it: open rows are few, closed many.
 OPEN_PREDICATE = attempts.c.phase != literal_column("'closed'")
+
+# The moves out of the verifying phase that carry a health verdict: healthy -> committing,
+# unhealthy -> rolling_back. The time spent verifying is measured up to them.
+VERDICT_PHASES = frozenset({Phase.COMMITTING, Phase.ROLLING_BACK})
 
 
 def _record(row: RowMapping) -> AttemptRecord:
@@ -146,13 +152,17 @@ class Journal:
         """Move an open attempt to ``phase`` (any order: recovery may go back to verifying).
 
         ``snapshot``/``applied`` replace the stored ones when given; None keeps them.
+        Entering ``verifying`` starts the attempt's verify clock; the move from there to
+        ``committing`` or ``rolling_back`` (the verdict) stores the seconds in between, which
+        :meth:`close` counts in the verify histogram.
         """
         if phase is Phase.CLOSED:
             raise InvalidInputError(
                 "an attempt is closed with Journal.close(), which records its outcome",
                 field="phase",
             )
-        values: dict[str, Any] = {"phase": phase.value, "updated_at": self._db.clock()}
+        now = self._db.clock()
+        values: dict[str, Any] = {"phase": phase.value, "updated_at": now}
         if snapshot is not None:
             values["snapshot"] = to_plain(snapshot, field="snapshot")
         if applied is not None:
@@ -160,13 +170,15 @@ class Journal:
         if reason is not None:
             values["reason"] = reason
         with self._db.write("advance attempt") as conn:
-            current = self._get(conn, attempt_id)
+            current_row = self._row(conn, attempt_id)
+            current = _record(current_row)
             if not current.is_open:
                 raise ConflictError(
                     f"attempt #{attempt_id} is closed ({current.outcome}); it cannot move to "
                     f"{phase.value}",
                     hint="open a new attempt",
                 )
+            values.update(_verify_timing(current, current_row, phase, now))
             row = (
                 conn.execute(
                     update(attempts)
@@ -182,7 +194,8 @@ class Journal:
     def close(self, attempt_id: int, outcome: Outcome, reason: str) -> AttemptRecord:
         """Record the outcome. Closing again with the same outcome changes nothing."""
         with self._db.write("close attempt") as conn:
-            current = self._get(conn, attempt_id)
+            current_row = self._row(conn, attempt_id)
+            current = _record(current_row)
             if not current.is_open:
                 if current.outcome is outcome:
                     return current
@@ -216,6 +229,8 @@ class Journal:
                 outcome=outcome.value,
                 started_at=current.started_at,
                 finished_at=now,
+                verify_seconds=current_row["verify_seconds"],
+                to_version=current.to_version,
             )
             return _record(row)
 
@@ -339,20 +354,63 @@ class Journal:
         Bucket bounds that are whole seconds with at most two significant digits (all of
         ``metrics.DURATION_BUCKETS``) are exact; others may count a duration one step (10 %) up.
         """
+        seconds = self._seconds_between(attempts.c.started_at, attempts.c.finished_at)
+        return self._histogram(
+            "attempt durations",
+            attempt_durations,
+            seconds,
+            attempts.c.finished_at.is_not(None),
+            buckets,
+            since=since,
+            outcomes=outcomes,
+        )
+
+    def verify_histogram(
+        self,
+        buckets: tuple[float, ...],
+        *,
+        since: datetime,
+        outcomes: tuple[Outcome, ...] = (Outcome.UPDATED, Outcome.ROLLED_BACK, Outcome.FAILED),
+    ) -> dict[str, tuple[list[int], int, float]]:
+        """Like :meth:`duration_histogram`, for the verifying phase: the seconds from entering
+        ``verifying`` to the verdict, of closed attempts that got one, by the attempt's
+        outcome (``updated`` when healthy, ``rolled_back`` when not; a manual rollback closes
+        ``rolled_back`` when healthy and ``failed`` when not). Whole days from
+        ``attempt_verify_durations``, the rest of ``since``'s day from the attempt rows."""
+        return self._histogram(
+            "verify durations",
+            attempt_verify_durations,
+            attempts.c.verify_seconds,
+            attempts.c.verify_seconds.is_not(None),
+            buckets,
+            since=since,
+            outcomes=outcomes,
+        )
+
+    def _histogram(
+        self,
+        what: str,
+        rolled_table: Table,
+        seconds: ColumnElement[float],
+        measured: ColumnElement[bool],
+        buckets: tuple[float, ...],
+        *,
+        since: datetime,
+        outcomes: tuple[Outcome, ...],
+    ) -> dict[str, tuple[list[int], int, float]]:
         names = [o.value for o in outcomes]
         first_day = aggregates.day_of(since)
         rolled = (
             select(
-                attempt_durations.c.outcome,
-                attempt_durations.c.seconds,
-                func.sum(attempt_durations.c.count),
-                func.sum(attempt_durations.c.total),
+                rolled_table.c.outcome,
+                rolled_table.c.seconds,
+                func.sum(rolled_table.c.count),
+                func.sum(rolled_table.c.total),
             )
-            .where(attempt_durations.c.day > first_day)
-            .where(attempt_durations.c.outcome.in_(names))
-            .group_by(attempt_durations.c.outcome, attempt_durations.c.seconds)
+            .where(rolled_table.c.day > first_day)
+            .where(rolled_table.c.outcome.in_(names))
+            .group_by(rolled_table.c.outcome, rolled_table.c.seconds)
         )
-        seconds = self._seconds_between(attempts.c.started_at, attempts.c.finished_at)
         # Grouped by whole seconds rounded up, from whole milliseconds: SQLite's julianday()
         # arithmetic makes 10 s into 10.00001 s, which a bare ceil would count as 11 s.
         whole = (cast(func.round(seconds * 1000.0), Integer) + 999) // 1000
@@ -361,11 +419,11 @@ class Journal:
             .where(attempts.c.outcome.in_(names))
             .where(attempts.c.started_at >= since)
             .where(attempts.c.started_at < aggregates.start_of_day(first_day + 1))
-            .where(attempts.c.finished_at.is_not(None))
+            .where(measured)
             .group_by(attempts.c.outcome, whole)
         )
         result: dict[str, tuple[list[int], int, float]] = {}
-        with self._db.read("attempt durations", snapshot=True) as conn:
+        with self._db.read(what, snapshot=True) as conn:
             groups = [*conn.execute(rolled), *conn.execute(partial)]
         for outcome, ceiling, count, total in groups:
             cumulative, n, acc = result.get(str(outcome), ([0] * len(buckets), 0, 0.0))
@@ -385,12 +443,17 @@ class Journal:
 
     @staticmethod
     def _get(conn: Connection, attempt_id: int) -> AttemptRecord:
+        return _record(Journal._row(conn, attempt_id))
+
+    @staticmethod
+    def _row(conn: Connection, attempt_id: int) -> RowMapping:
+        """The attempt's row with every column (the verify timing is not in AttemptRecord)."""
         row = conn.execute(select(attempts).where(attempts.c.id == attempt_id)).mappings().first()
         if row is None:
             raise NotFoundError(
                 f"attempt #{attempt_id} does not exist", hint="see `safe-updater history`"
             )
-        return _record(row)
+        return row
 
     @staticmethod
     def _by_key(conn: Connection, key: str) -> AttemptRecord | None:
@@ -409,6 +472,21 @@ class Journal:
         # Sorted here, not by ORDER BY id: SQLite would rather walk the whole table in rowid
         # order than sort the handful of rows the partial index yields.
         return sorted((_record(row) for row in conn.execute(stmt).mappings()), key=lambda a: a.id)
+
+
+def _verify_timing(
+    current: AttemptRecord, row: RowMapping, phase: Phase, now: datetime
+) -> dict[str, Any]:
+    """The verify columns to write when ``current`` moves to ``phase`` at ``now``."""
+    if phase is Phase.VERIFYING and current.phase is not Phase.VERIFYING:
+        # A new verification (recovery may come back here): its own clock, no verdict yet. A
+        # retried write of the same move (already verifying) keeps the first start.
+        return {"verify_started_at": now, "verify_seconds": None}
+    started = row["verify_started_at"]
+    if phase in VERDICT_PHASES and current.phase is Phase.VERIFYING and started is not None:
+        # Store clocks of different hosts may disagree: never a negative duration.
+        return {"verify_seconds": max(0.0, (now - started).total_seconds())}
+    return {}
 
 
 def _open_conflict(asset_id: str, attempt_id: int) -> ConflictError:

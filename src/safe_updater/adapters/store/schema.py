@@ -80,8 +80,15 @@ assets = Table(
     Column("data", JSON, nullable=False),
     Column("first_seen", UTCDateTime, nullable=False),
     Column("last_seen", UTCDateTime, nullable=False),
+    # The update the newest scan that could plan this asset found for it (revision 0004):
+    # action "auto" or "approve", NULL when none. Kept on the asset row so that an asset the
+    # scan removes takes its pending update with it; /metrics counts them from the index.
+    Column("pending_action", String(16), nullable=True),
+    Column("pending_change_type", String(32), nullable=True),
+    Column("pending_target", String(255), nullable=True),
     Index(None, "kind"),
     Index(None, "target"),
+    Index(None, "pending_action", "pending_change_type"),
 )
 
 attempts = Table(
@@ -102,6 +109,11 @@ attempts = Table(
     Column("started_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime, nullable=True),
+    # Verification (revision 0004): set when the attempt enters the verifying phase, and the
+    # seconds from then to the verdict (the move to committing or rolling_back), so the health
+    # monitoring time survives the process that watched it.
+    Column("verify_started_at", UTCDateTime, nullable=True),
+    Column("verify_seconds", Float, nullable=True),
     UniqueConstraint("idempotency_key"),
     # history(): newest first, overall and per asset; both walk an index in order and stop
     # after `limit` rows instead of sorting the table.
@@ -148,6 +160,18 @@ attempt_durations = Table(
     # Closed attempts by the UTC day they started (date ordinal), outcome and duration: whole
     # seconds rounded up, then up to two significant digits, so a day has a few hundred rows
     # at most and any bucket bound with two significant digits (5, 30, 120, 1800...) is exact.
+    Column("day", Integer, primary_key=True, autoincrement=False),
+    Column("outcome", String(32), primary_key=True),
+    Column("seconds", Integer, primary_key=True, autoincrement=False),
+    Column("count", Integer, nullable=False),
+    Column("total", Float, nullable=False),
+)
+
+attempt_verify_durations = Table(
+    "attempt_verify_durations",
+    metadata,
+    # Like attempt_durations, for the verifying phase (revision 0004): closed attempts that got
+    # a health verdict, by the UTC day the attempt started, outcome and rounded verify seconds.
     Column("day", Integer, primary_key=True, autoincrement=False),
     Column("outcome", String(32), primary_key=True),
     Column("seconds", Integer, primary_key=True, autoincrement=False),
