@@ -211,7 +211,7 @@ def test_concurrency_limits_hold_globally_and_per_target(make: Any) -> None:
     config = "fleet:\n  max_parallel: 3\n  max_parallel_per_target: 2\n"
     local = {f"web-{i}": "1.0.0" for i in range(4)}
     edge = {f"api-{i}": "1.0.0" for i in range(3)}
-    f = make(config, local, edge=edge, apply_seconds=1.0)
+    f = make(config, local, edge=edge, apply_seconds=2.0)
     with use_runtime(f.runtime):
         result = update_fleet(dispatch="inline")
     rows = result["assets"]
