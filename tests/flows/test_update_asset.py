@@ -18,6 +18,7 @@ from prefect.client.schemas.objects import StateType
 from safe_updater.adapters.store import StateStore
 from safe_updater.config import AppConfig, parse_config_text
 from safe_updater.domain.assets import AssetKind
+from safe_updater.domain.errors import PolicyViolationError
 from safe_updater.domain.journal import Outcome, Phase
 from safe_updater.domain.plans import AppliedChange, Snapshot
 from safe_updater.flows.approve_asset import decide_waiting_update
@@ -118,6 +119,12 @@ def test_failed_verification_rolls_back_quarantines_and_next_run_takes_next_vers
         assert h.running == "1.0.0"
         assert h.store.quarantine.is_quarantined(WEB, "1.0.2")
         second = update_asset(WEB, approval="defer")
+        # an operator asking for the quarantined version explicitly is refused, with the fix
+        with pytest.raises(PolicyViolationError, match=r"1\.0\.2 is quarantined for") as refused:
+            update_asset(WEB, to_version="1.0.2", approval="defer")
+    assert (
+        refused.value.hint == f"clear it first: safe-updater quarantine clear {WEB} --version 1.0.2"
+    )
     assert second["outcome"] == "updated"
     assert second["to"] == "1.0.1"
     assert h.running == "1.0.1"

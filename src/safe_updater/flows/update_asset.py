@@ -15,7 +15,7 @@ from prefect.runtime import flow_run
 from safe_updater.domain.assets import Asset
 from safe_updater.domain.errors import InvalidInputError, PolicyViolationError
 from safe_updater.domain.journal import Outcome
-from safe_updater.domain.policy import Decision, EffectivePolicy
+from safe_updater.domain.policy import QUARANTINED_REASON, Decision, EffectivePolicy
 from safe_updater.domain.versions import ChangeType, classify
 from safe_updater.flows.approval import wait_for_approval
 from safe_updater.flows.recover_updates import recover_updates
@@ -225,7 +225,7 @@ def _choose_target(
                 f"{to_version!r} is not a tag of {asset.image or asset.chart}",
                 hint="pick a tag from `safe-updater evaluate` or the registry",
             )
-        if "quarantine" in verdict.reason:
+        if verdict.reason == QUARANTINED_REASON:
             raise PolicyViolationError(
                 f"{to_version} is quarantined for {asset.id} after a failed update",
                 hint=f"clear it first: safe-updater quarantine clear {asset.id} "
