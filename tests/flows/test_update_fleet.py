@@ -353,3 +353,37 @@ def test_a_run_that_never_began_is_not_a_failure_of_its_wave(make: Any) -> None:
     assert rows["docker:local/web-b"]["outcome"] == "updated"
     assert rows["docker:local/z-1"]["outcome"] == "updated"
     assert result["waves"][0]["failures"] == 0
+
+
+def test_two_fleet_runs_at_once_update_each_asset_once_within_the_global_limit(
+    make: Any,
+) -> None:
+    config = "fleet:\n  max_parallel: 2\n"
+    f = make(config, {f"web-{i}": "1.0.0" for i in range(4)}, apply_seconds=1.0)
+    results: list[dict[str, Any]] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            results.append(update_fleet(dispatch="inline"))
+        except BaseException as error:
+            errors.append(error)
+
+    with use_runtime(f.runtime):
+        threads = [threading.Thread(target=run, daemon=True) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(300)
+    assert not errors, errors
+    assert len(results) == 2
+    applies = [call[1] for call in f.local.calls if call[0] == "apply"]
+    assert sorted(applies) == sorted(f.local.running), "every asset exactly once"
+    assert {f.running(a) for a in f.local.running} == {"1.0.1"}
+    held = [r for result in results for r in result["assets"] if r["slot_acquired"]]
+    assert _overlap(held) <= 2
+    # the later fleet finds each asset done: planned as no update, or its run finds nothing
+    # newer, or it could not take the asset's lock
+    outcomes = [str(r["outcome"]) for result in results for r in result["assets"]]
+    assert outcomes.count("updated") == 4
+    assert set(outcomes) <= {"updated", "None", "no_update", "skipped", "not_started"}
