@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from prefect import resume_flow_run
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import StateType
 
 from safe_updater.adapters.store import StateStore
 from safe_updater.config import AppConfig, parse_config_text
@@ -34,6 +33,7 @@ from support.fakes import (
     FakeUpdater,
     FakeWorld,
 )
+from support.prefect_runs import paused_runs
 
 WEB = "docker:local/web"
 TAGS = ["1.0.0", "1.0.1", "1.0.2", "1.1.0", "2.0.0", "latest"]
@@ -216,9 +216,8 @@ def _paused_run_id(deadline: float = 60) -> Any:
     end = time.monotonic() + deadline
     with get_client(sync_client=True) as client:
         while time.monotonic() < end:
-            for run in client.read_flow_runs(limit=50):
-                if run.state and run.state.type is StateType.PAUSED:
-                    return run.id
+            for run in paused_runs(client):
+                return run.id
             time.sleep(0.3)
     raise AssertionError("no run paused for approval")
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 from prefect import get_client, resume_flow_run
-from prefect.client.schemas.objects import StateType
 
 from safe_updater.adapters.store import StateStore
 from safe_updater.config import parse_config_text
@@ -30,6 +29,7 @@ from support.fakes import (
     FakeUpdater,
     FakeWorld,
 )
+from support.prefect_runs import paused_runs
 
 
 class SlowUpdater(FakeUpdater):
@@ -277,9 +277,8 @@ def _paused_fleet_run(deadline: float = 90) -> Any:
     end = time.monotonic() + deadline
     with get_client(sync_client=True) as client:
         while time.monotonic() < end:
-            for run in client.read_flow_runs(limit=50):
-                if run.state and run.state.type is StateType.PAUSED and run.name == "fleet update":
-                    return run.id
+            for run in paused_runs(client, "fleet update"):
+                return run.id
             time.sleep(0.3)
     raise AssertionError("the fleet run did not pause for the plan approval")
 

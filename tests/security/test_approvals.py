@@ -18,7 +18,6 @@ from uuid import UUID
 import pytest
 from prefect import resume_flow_run
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.objects import StateType
 
 from safe_updater.adapters.store import StateStore
 from safe_updater.config import parse_config_text
@@ -45,6 +44,7 @@ from support.fakes import (
     FakeUpdater,
     FakeWorld,
 )
+from support.prefect_runs import paused_runs
 
 WEB = "docker:local/web"
 # 1.0.1 -> 1.1.0 is a minor update: it needs approval under the default policy.
@@ -161,9 +161,8 @@ def _wait_paused(h: Harness, *, refused: int = 0, deadline: float = 90) -> UUID:
     with get_client(sync_client=True) as client:
         while time.monotonic() < end:
             if len(h.audit("approval.refused")) >= refused:
-                for run in client.read_flow_runs(limit=50):
-                    if run.state and run.state.type is StateType.PAUSED:
-                        return run.id
+                for run in paused_runs(client):
+                    return run.id
             time.sleep(0.3)
     raise AssertionError(f"no run paused for approval after {refused} refusals")
 
