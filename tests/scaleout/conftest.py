@@ -290,8 +290,17 @@ def _stop_all(processes: list[Managed]) -> None:
         process.stop()
 
 
+@pytest.fixture
+def scaleout(scaleout_cluster: Cluster) -> Iterator[Cluster]:
+    """The session's cluster, with this test's Prefect client pointed at its server."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: scaleout_cluster.api_url}):
+        yield scaleout_cluster
+
+
 @pytest.fixture(scope="session")
-def scaleout(
+def scaleout_cluster(
     testbed_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
     for key in ("DOCKER_HOST", "TESTBED_REGISTRY", "TESTBED_POSTGRES_ADMIN_URL"):
@@ -334,8 +343,14 @@ def scaleout(
         started.append(server)
         _wait_healthy(server, api_url, SERVER_READY_TIMEOUT)
         timings = {"server_ready_s": time.monotonic() - began}
-        stack.enter_context(temporary_settings(updates={PREFECT_API_URL: api_url}))
-        stack.callback(stop_leftover_flow_runs)
+
+        # The API URL is set per test (fixture `scaleout`), not for the session: a session-wide
+        # setting would send every later test's client to this server.
+        def stop_leftovers() -> None:
+            with temporary_settings(updates={PREFECT_API_URL: api_url}):
+                stop_leftover_flow_runs()
+
+        stack.callback(stop_leftovers)
 
         # The workers share one state database on PostgreSQL, as workers on several hosts
         # must (its asset locks are advisory locks there). Migrated once, before any worker
@@ -392,7 +407,8 @@ def scaleout(
                 home / "worker.log",
             )
             started.append(workers[name])
-        _wait_workers_online(workers, timeout=90)
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            _wait_workers_online(workers, timeout=90)
         timings["workers_online_s"] = time.monotonic() - mark
         timings["cluster_ready_s"] = time.monotonic() - began
 
