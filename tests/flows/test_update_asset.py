@@ -33,7 +33,7 @@ from support.fakes import (
     FakeUpdater,
     FakeWorld,
 )
-from support.prefect_runs import paused_runs
+from support.prefect_runs import paused_runs, start_in_thread
 
 WEB = "docker:local/web"
 TAGS = ["1.0.0", "1.0.1", "1.0.2", "1.1.0", "2.0.0", "latest"]
@@ -199,17 +199,7 @@ def test_only_configured_approvers_may_approve(make: Any) -> None:
 
 
 def _run_in_thread(**kwargs: Any) -> tuple[threading.Thread, dict[str, Any]]:
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["result"] = update_asset(**kwargs)
-        except BaseException as error:
-            box["error"] = error
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread, box
+    return start_in_thread(update_asset, **kwargs)
 
 
 def _paused_run_id(deadline: float = 60) -> Any:

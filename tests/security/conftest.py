@@ -7,35 +7,21 @@ own, dropped afterwards, so raw-SQL tampering in one test cannot leak into anoth
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
-from safe_updater.adapters.store.database import normalize_url
 from safe_updater.cli.app import main
+from support.databases import scratch_database
 
 
 @pytest.fixture
 def pg_database(postgres_url: str) -> Iterator[str]:
     """A fresh PostgreSQL database for one test; dropped (forcibly) afterwards."""
-    admin_url = normalize_url(postgres_url)
-    name = f"su_sec_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+    with scratch_database(postgres_url, "su_sec") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -44,7 +44,7 @@ from support.fakes import (
     FakeUpdater,
     FakeWorld,
 )
-from support.prefect_runs import paused_runs
+from support.prefect_runs import paused_runs, start_in_thread
 
 WEB = "docker:local/web"
 # 1.0.1 -> 1.1.0 is a minor update: it needs approval under the default policy.
@@ -141,17 +141,7 @@ def test_self_approval_is_set_by_the_config_default_and_overrides() -> None:
 
 
 def _start(**kwargs: Any) -> tuple[threading.Thread, dict[str, Any]]:
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["result"] = update_asset(**kwargs)
-        except BaseException as error:
-            box["error"] = error
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread, box
+    return start_in_thread(update_asset, **kwargs)
 
 
 def _wait_paused(h: Harness, *, refused: int = 0, deadline: float = 90) -> UUID:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from prefect.client.schemas.filters import (
@@ -24,3 +26,21 @@ def paused_runs(client: Any, name: str | None = None) -> list[FlowRun]:
         limit=50,
     )
     return [run for run in runs if name is None or run.name == name]
+
+
+def start_in_thread(
+    func: Callable[..., Any], **kwargs: Any
+) -> tuple[threading.Thread, dict[str, Any]]:
+    """Run ``func(**kwargs)`` (a flow that will pause) in a daemon thread; the box gets its
+    ``result`` or the ``error`` it raised."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = func(**kwargs)
+        except BaseException as error:
+            box["error"] = error
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, box

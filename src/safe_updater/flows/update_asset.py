@@ -113,11 +113,8 @@ def _update(
     if target is None:
         reasons += _held_back(decision)
         return finish_without_change(asset, decision, Outcome.NO_UPDATE, reasons, run_id)
-    if planned_version is not None and target != planned_version:
-        reasons.append(
-            f"the fleet plan chose {planned_version} but the policy now picks {target}; "
-            "skipped so that only planned changes apply (the next run plans again)"
-        )
+
+    def skipped() -> dict[str, Any]:
         return finish_without_change(
             asset,
             decision,
@@ -127,36 +124,27 @@ def _update(
             target=target,
             change_type=change_type,
         )
+
+    if planned_version is not None and target != planned_version:
+        reasons.append(
+            f"the fleet plan chose {planned_version} but the policy now picks {target}; "
+            "skipped so that only planned changes apply (the next run plans again)"
+        )
+        return skipped()
 
     if to_version is None:
         halted = rollback_budget_exhausted(asset_id)
         if halted:
             reasons.append(halted)
         if halted or not decision.window_open:
-            return finish_without_change(
-                asset,
-                decision,
-                Outcome.SKIPPED,
-                reasons,
-                run_id,
-                target=target,
-                change_type=change_type,
-            )
+            return skipped()
 
     if dry_run:
         how = "after approval" if needs_approval else "now"
         reasons.append(
             f"dry run: would update {asset.current_version} -> {target} ({change_type}) {how}"
         )
-        return finish_without_change(
-            asset,
-            decision,
-            Outcome.SKIPPED,
-            reasons,
-            run_id,
-            target=target,
-            change_type=change_type,
-        )
+        return skipped()
 
     approvers = [approved_by] if approved_by else []
     if needs_approval and approved_by is not None and policy.approval.quorum <= 1:

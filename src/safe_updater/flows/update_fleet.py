@@ -24,6 +24,7 @@ from prefect.runtime import flow_run
 
 from safe_updater.domain.errors import SafeUpdaterError
 from safe_updater.domain.fleet import (
+    FAILED_OUTCOMES,
     Disposition,
     FleetItem,
     FleetPlan,
@@ -333,8 +334,6 @@ def _rows(plan: FleetPlan, results: dict[str, dict[str, Any]]) -> list[dict[str,
 def _summary(
     plan: FleetPlan, results: dict[str, dict[str, Any]], halted: str | None, dry_run: bool
 ) -> dict[str, Any]:
-    from safe_updater.domain.fleet import FAILED_OUTCOMES
-
     return {
         "dry_run": dry_run,
         "halted": halted,

@@ -7,16 +7,13 @@ its env file); each test gets a database of its own, created here and dropped af
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from safe_updater.adapters.store import StateStore
-from safe_updater.adapters.store.database import normalize_url
+from support.databases import scratch_database
 
 PG_ENV = "TESTBED_POSTGRES_URL"
 SKIP_PG = (
@@ -51,19 +48,8 @@ def _pg_admin_url() -> str:
 @pytest.fixture
 def pg_database() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test; dropped (forcibly) afterwards."""
-    admin_url = normalize_url(_pg_admin_url())
-    name = f"su_store_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+    with scratch_database(_pg_admin_url(), "su_store") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
