@@ -12,6 +12,7 @@ import json
 import os
 import shlex
 import socket
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -108,6 +109,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def restart_part(part: str, component: str | None = None, timeout: float = 120.0) -> None:
+    """Restart a running test-bed part in place (`testbed/restart`), same address and data."""
+    argv = [str(REPO_ROOT / "testbed" / "restart"), part, *([component] if component else [])]
+    env = dict(os.environ)
+    env.setdefault("TESTBED_DIR", str(env_file().parent))
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"testbed/restart {part} failed: {done.stderr.strip() or done.stdout}")
 
 
 def http_client(**kwargs: Any) -> httpx.Client:
