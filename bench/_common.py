@@ -98,18 +98,99 @@ def spread(values: Sequence[float]) -> str:
 
 
 @contextlib.contextmanager
-def prefect_server() -> Iterator[str]:
-    """A Prefect API for the flows: ``PREFECT_API_URL`` if set, else a temporary test server."""
+def prefect_server(database: str = "sqlite") -> Iterator[str]:
+    """A Prefect API for the flows: ``PREFECT_API_URL`` if set; else a temporary server, on
+    SQLite (Prefect's test harness) or, with ``database="postgres"``, a ``prefect server start``
+    child on a scratch database of the test bed's PostgreSQL (dropped afterwards)."""
     url = os.environ.get("PREFECT_API_URL")
     if url:
         yield url
+        return
+    if database == "postgres":
+        with postgres_prefect_server() as api_url:
+            yield api_url
         return
     from prefect.testing.utilities import prefect_test_harness
 
     t0 = time.perf_counter()
     with prefect_test_harness(server_startup_timeout=180):
-        print(f"(temporary Prefect server started in {time.perf_counter() - t0:.1f} s)")
+        print(f"(temporary Prefect server on SQLite started in {time.perf_counter() - t0:.1f} s)")
         yield os.environ.get("PREFECT_API_URL", "harness")
+
+
+@contextlib.contextmanager
+def postgres_prefect_server() -> Iterator[str]:
+    """``prefect server start`` on loopback with its database on the test bed's PostgreSQL,
+    the set-up docs/scale-out.md recommends for fleets; stopped by its process group."""
+    import signal
+    import subprocess
+
+    import sqlalchemy as sa
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    admin_url = load_testbed_env().get("TESTBED_POSTGRES_ADMIN_URL")
+    if not admin_url:
+        raise SystemExit(
+            "TESTBED_POSTGRES_ADMIN_URL not set: start the test bed with `testbed/up postgres`"
+        )
+    name = f"bench_prefect_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    db_url = (
+        sa.engine.make_url(admin_url)
+        .set(drivername="postgresql+asyncpg", database=name)
+        .render_as_string(hide_password=False)
+    )
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    home = tempfile.mkdtemp(prefix="su-bench-prefect-")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    # The password reaches the server through its environment, never its argv.
+    env.update(
+        PREFECT_HOME=home,
+        PREFECT_API_DATABASE_CONNECTION_URL=db_url,
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_LOGGING_LEVEL="WARNING",
+    )
+    prefect_bin = str(Path(sys.executable).with_name("prefect"))
+    argv = [prefect_bin, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    t0 = time.perf_counter()
+    with open(Path(home) / "server.log", "wb") as log:
+        server = subprocess.Popen(  # noqa: S603 - an argument list, no shell
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for_http(f"{api_url}/health", timeout=180)
+        print(
+            f"(Prefect server on PostgreSQL, pid {server.pid}, started in "
+            f"{time.perf_counter() - t0:.1f} s)"
+        )
+        with temporary_settings({PREFECT_API_URL: api_url}):
+            os.environ["PREFECT_API_URL"] = api_url
+            try:
+                yield api_url
+            finally:
+                # Logs still queued for this server go out before it stops, not into an error.
+                from prefect.logging.handlers import APILogHandler
+
+                with contextlib.suppress(Exception):
+                    APILogHandler.flush()
+                del os.environ["PREFECT_API_URL"]
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.wait(15)
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @contextlib.contextmanager

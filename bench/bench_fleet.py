@@ -18,7 +18,7 @@ Prints numbers and ratios, asserts nothing. Every container, local image and reg
 makes is removed at the end, also when the run fails.
 
     .venv/bin/python bench/bench_fleet.py [--assets 100] [--parallel 10] [--window 2]
-        [--single 3] [--profile] [--quick]
+        [--single 3] [--profile] [--prefect-db sqlite|postgres] [--quick]
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ from _common import (
 )
 
 ENABLE = "safe-updater.io/enabled"
+GROUP_LABEL = "safe-updater.io/group"
 HEALTH = "safe-updater.io/health."
 OLD, NEW = "1.0.0", "1.0.1"
 
@@ -468,7 +469,9 @@ def start_fleet(
                 "image": image,
                 "name": f"bench-fleet-{prefix}-{i:03d}",
                 "port": port,
-                "labels": health_labels(port, window),
+                # Its own group: the fleet run must not touch other opted-in containers that
+                # happen to run on the same engine (tests, other benchmarks).
+                "labels": {**health_labels(port, window), GROUP_LABEL: f"bench-{prefix}"},
             }
         )
     return containers.run_many(specs, threads=8)
@@ -541,13 +544,13 @@ def task_run_profile(flow_run_ids: list[str]) -> tuple[dict[str, list[float]], l
 
 
 def bench_fleet(
-    runtime: Any, fleet: list[tuple[str, int]], holder: list[Recorder]
+    runtime: Any, fleet: list[tuple[str, int]], holder: list[Recorder], group: str
 ) -> tuple[float, dict[str, Any]]:
     from safe_updater.flows.update_fleet import update_fleet
 
     holder[0] = Recorder()
     t0 = time.perf_counter()
-    result = update_fleet(dispatch="inline")
+    result = update_fleet(dispatch="inline", groups=[group])
     wall = time.perf_counter() - t0
     return wall, result
 
@@ -669,13 +672,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=float, default=2.0, help="monitoring window, seconds")
     parser.add_argument("--single", type=int, help="timed single updates (default 3, quick 2)")
     parser.add_argument("--profile", action="store_true", help="cProfile one more single update")
+    parser.add_argument(
+        "--prefect-db",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="database of the temporary Prefect server (postgres: the test bed's, as "
+        "docs/scale-out.md recommends for fleets); ignored when PREFECT_API_URL is set",
+    )
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     n = args.assets or (20 if args.quick else 100)
     repeat = args.single or (2 if args.quick else 3)
 
     _env, registry = testbed()
-    print_header(f"fleet update: {n} containers, max_parallel {args.parallel}")
+    print_header(
+        f"fleet update: {n} containers, max_parallel {args.parallel}, "
+        f"Prefect server on {args.prefect_db}"
+    )
     client = docker_client()
     prefix = uuid.uuid4().hex[:8]
     repo = f"bench/{prefix}/web"
@@ -689,7 +702,7 @@ def main(argv: list[str] | None = None) -> int:
         config = f"fleet:\n  max_parallel: {args.parallel}\n"
         holder = [Recorder()]
         with (
-            prefect_server(),
+            prefect_server(args.prefect_db),
             bench_runtime(config) as runtime,
             Containers(client) as containers,
             instrumented(runtime, holder),
@@ -702,7 +715,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"set-up: {n} containers started in {time.perf_counter() - t0:.1f} s")
             print(f"before the fleet run: {load_line()}")
             t_start = time.perf_counter()
-            wall, result = bench_fleet(runtime, fleet, holder)
+            wall, result = bench_fleet(runtime, fleet, holder, f"bench-{prefix}")
             print(f"after the fleet run: {load_line()}")
             problems = verify_fleet(client, fleet)
             print(
