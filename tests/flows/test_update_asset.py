@@ -403,3 +403,29 @@ def test_a_second_run_of_a_busy_asset_changes_nothing_and_says_why(make: Any) ->
         update_asset(WEB, approval="defer")
     assert h.running == "1.0.0"
     assert h.store.journal.history(WEB) == []
+
+
+def test_report_is_published_after_the_lock_is_freed_and_its_failure_is_not_fatal(
+    make: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The artifacts go out after the asset lock (and any fleet slot) is released, so a slow
+    server does not hold up the next run; an artifact the server refuses fails nothing."""
+    from safe_updater.flows import steps
+
+    h = make()
+    lock_held_while_publishing: list[bool] = []
+
+    def refused(asset_id: str, rows: list[dict[str, Any]], summary: str) -> None:
+        lock_held_while_publishing.append(h.store.locks.is_held(asset_id))
+        raise RuntimeError("artifact refused: 503 Service Unavailable")
+
+    monkeypatch.setattr(steps, "publish_report", refused)
+    with use_runtime(h.runtime):
+        state = update_asset(WEB, approval="defer", return_state=True)
+    assert state.is_completed(), state
+    result = state.result()
+    assert result["outcome"] == "updated"
+    assert h.running == "1.0.2"
+    assert lock_held_while_publishing == [False]
+    [attempt] = h.store.journal.history(WEB)
+    assert attempt.outcome is Outcome.UPDATED and attempt.phase is Phase.CLOSED

@@ -6,8 +6,10 @@ Every side effect is preceded by a durable journal write, so a crash anywhere le
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from prefect import get_run_logger
@@ -38,6 +40,40 @@ from safe_updater.tasks.recording import emit_update_event, publish_report
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+_Report = tuple[str, list[dict[str, Any]], str]
+_deferred_reports: ContextVar[list[_Report] | None] = ContextVar("deferred_reports", default=None)
+
+
+def publish_or_defer(asset_id: str, rows: list[dict[str, Any]], summary: str) -> None:
+    """Publish a run's artifacts now, or after :func:`reports_published_afterwards` ends."""
+    queue = _deferred_reports.get()
+    if queue is None:
+        publish_report(asset_id, rows, summary)
+    else:
+        queue.append((asset_id, rows, summary))
+
+
+@contextlib.contextmanager
+def reports_published_afterwards() -> Iterator[None]:
+    """Hold back the artifacts of the block until it has ended.
+
+    Publishing takes two API calls that a busy server answers slowly; made after the fleet slot
+    and the asset lock are released, they no longer keep the next asset waiting. The outcome is
+    already in the journal and the audit chain by then, so an artifact the server cannot take
+    is logged, and fails neither the run nor an update that committed.
+    """
+    queue: list[_Report] = []
+    token = _deferred_reports.set(queue)
+    try:
+        yield
+    finally:
+        _deferred_reports.reset(token)
+        for asset_id, rows, summary in queue:
+            try:
+                publish_report(asset_id, rows, summary)
+            except Exception as error:  # see the docstring: logged, never fatal
+                get_run_logger().warning("the report of %s was not published: %s", asset_id, error)
 
 
 def holding_asset_lock(
@@ -112,7 +148,7 @@ def apply_and_verify(
             attempt_id=attempt.id,
             reasons=reasons,
         )
-        publish_report(
+        publish_or_defer(
             asset.id,
             report_rows(decision, report, result),
             summary_markdown(asset, decision, report, result),
@@ -240,7 +276,7 @@ def finish_without_change(
         attempt_id=attempt_id,
         reasons=reasons,
     )
-    publish_report(
+    publish_or_defer(
         asset.id,
         report_rows(decision, None, result),
         summary_markdown(asset, decision, None, result),

@@ -24,6 +24,7 @@ from safe_updater.flows.steps import (
     finish_without_change,
     record_awaiting_approval,
     record_closed_attempt,
+    reports_published_afterwards,
 )
 from safe_updater.tasks.detection import fetch_candidates
 from safe_updater.tasks.discovery import resolve_asset
@@ -74,7 +75,7 @@ def update_asset(
             whole run (the fleet passes its global, per-target and per-asset limits).
     """
     try:
-        with holding_slots(concurrency_limits or []) as held:
+        with reports_published_afterwards(), holding_slots(concurrency_limits or []) as held:
             result = _update(
                 asset_id, to_version, dry_run, approval, approved_by, actor, planned_version
             )
