@@ -257,6 +257,20 @@ class KubernetesTarget(BaseModel):
         description="The helm binary (3.14+ or 4.x) used for this cluster's releases: a path or "
         "a name on PATH.",
     )
+    cluster_block: str | None = Field(
+        default=None,
+        description="Name of a Prefect KubernetesCluster Block to connect with (its kubeconfig, "
+        "token included, stays encrypted in Prefect); instead of kubeconfig.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> KubernetesTarget:
+        if self.cluster_block is not None and self.kubeconfig is not None:
+            raise ValueError(
+                "set either kubeconfig or cluster_block, not both (the block holds its own "
+                "kubeconfig)"
+            )
+        return self
 
 
 class TargetsConfig(BaseModel):

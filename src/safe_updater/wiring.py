@@ -174,8 +174,21 @@ def _add_kubernetes(
     sources = ChartSources(config.charts, registry, credentials=credentials)
     closers.append(sources.close)
     insecure = [r.host for r in config.registries if r.insecure]
-    for target in config.targets.kubernetes:
-        api = KubeApi.connect(kubeconfig=target.kubeconfig, context=target.context)
+    for index, target in enumerate(config.targets.kubernetes):
+        kubeconfig = str(target.kubeconfig) if target.kubeconfig else None
+        context = target.context
+        if target.cluster_block:
+            from safe_updater.blocks.kubernetes_cluster import load_cluster_block
+
+            block = load_cluster_block(
+                target.cluster_block, field=f"targets.kubernetes[{index}].cluster_block"
+            )
+            api = block.get_api()
+            kubeconfig, remove = block.helm_kubeconfig()
+            closers.append(remove)
+            context = context or block.context
+        else:
+            api = KubeApi.connect(kubeconfig=target.kubeconfig, context=target.context)
         closers.append(api.close)
         apis[target.name] = api
         inventories.append(
@@ -187,10 +200,7 @@ def _add_kubernetes(
             )
         )
         updaters[(AssetKind.KUBERNETES, target.name)] = KubernetesImageUpdater(api, registry)
-        kubeconfig = str(target.kubeconfig) if target.kubeconfig else None
-        helm = HelmCli(
-            target.helm, kubeconfig=kubeconfig, context=target.context, insecure_hosts=insecure
-        )
+        helm = HelmCli(target.helm, kubeconfig=kubeconfig, context=context, insecure_hosts=insecure)
         inventories.append(
             HelmInventory(
                 helm,

@@ -9,59 +9,24 @@ registry`.
 
 from __future__ import annotations
 
-import base64
 import json
-import traceback
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (
-    FlowRunFilter,
-    FlowRunFilterId,
-    LogFilter,
-    LogFilterFlowRunId,
-)
-from prefect.events.filters import EventFilter, EventNameFilter
 
 from safe_updater.blocks.registry_credentials import RegistryCredentials
 from safe_updater.domain.assets import ImageRef
 from safe_updater.domain.errors import SafeUpdaterError
 from safe_updater.flows.update_asset import update_asset
 from support.docker_scenarios import DockerScenario, describe
+from support.leaks import error_texts, file_texts, forms, leaks, prefect_records
 from support.testbed import RegistryInfo
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_server")]
 
 Scenario = Callable[..., DockerScenario]
-
-
-def _paged(read: Callable[[int], list[Any]], page: int = 200) -> Iterator[Any]:
-    offset = 0
-    while True:
-        batch = read(offset)
-        yield from batch
-        if len(batch) < page:
-            return
-        offset += page
-
-
-def _dump(value: Any) -> str:
-    if hasattr(value, "model_dump_json"):
-        return str(value.model_dump_json())
-    return json.dumps(value, default=str)
-
-
-def _where(canaries: Iterable[str], texts: Iterable[tuple[str, str]]) -> list[str]:
-    """The places (labels) whose text contains any canary."""
-    found = []
-    for label, text in texts:
-        if any(c in text for c in canaries):
-            found.append(label)
-    return found
 
 
 def test_block_password_never_leaks(
@@ -73,10 +38,7 @@ def test_block_password_never_leaks(
     assert auth_registry.username and auth_registry.password
     password = auth_registry.password
     assert len(password) >= 8, "the canary must be distinctive"
-    canaries = [
-        password,
-        base64.b64encode(f"{auth_registry.username}:{password}".encode()).decode(),
-    ]
+    canaries = forms(password, user=auth_registry.username)
 
     good_block = f"it-good-{uuid.uuid4().hex[:8]}"
     bad_block = f"it-bad-{uuid.uuid4().hex[:8]}"
@@ -142,54 +104,18 @@ def test_block_password_never_leaks(
             runtime.updater_for(asset).preflight(asset, "1.0.2")
         errors.append(pull_error.value)
     for n, error in enumerate(errors):
-        outputs.append(
-            (f"error {n} ({type(error).__name__})", "".join(traceback.format_exception(error)))
-        )
-        outputs.append((f"error {n} repr", repr(error) + repr(getattr(error, "__dict__", {}))))
+        outputs += error_texts(f"error {n}", error)
     assert "refused" in str(errors[1]).lower() or "auth" in str(errors[1]).lower(), errors[1]
 
     # 3. Everything Prefect holds.
-    with get_client(sync_client=True) as client:
-        runs = list(_paged(lambda off: client.read_flow_runs(limit=200, offset=off)))
-        ours = [r for r in runs if s.asset_id in (r.name or "")]
-        assert {str(r.id) for r in ours} >= set(run_ids)
-        for run in runs:
-            outputs.append((f"flow run {run.name} parameters", _dump(run.parameters)))
-            outputs.append((f"flow run {run.name} state", _dump(run.state)))
-        logs = list(_paged(lambda off: client.read_logs(limit=200, offset=off)))
-        our_logs = client.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[r.id for r in ours]))
-        )
-        assert our_logs, "the runs wrote no logs: the check would prove nothing"
-        outputs += [(f"log {log.id}", log.message) for log in logs]
-        task_runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[r.id for r in ours]))
-        )
-        outputs += [(f"task run {t.name}", _dump(t.state)) for t in task_runs]
-        artifacts = list(_paged(lambda off: client.read_artifacts(limit=200, offset=off)))
-        assert any(a.flow_run_id in {r.id for r in ours} for a in artifacts)
-        outputs += [(f"artifact {a.key}", _dump(a.data) + (a.description or "")) for a in artifacts]
-        events: list[Any] = []
-        page = client.read_events(
-            filter=EventFilter(
-                event=EventNameFilter(prefix=["safe-updater.", "prefect.flow-run."])
-            ),
-            limit=50,
-        )
-        while True:
-            events += page.events
-            if not page.next_page:
-                break
-            page = client.read_events_page(str(page.next_page))
-        assert any(e.event.startswith("safe-updater.update.") for e in events)
-        outputs += [(f"event {e.event}", e.model_dump_json()) for e in events]
+    records = prefect_records(run_ids, name_contains=[s.asset_id])
+    assert records.our_logs, "the runs wrote no logs: the check would prove nothing"
+    assert records.our_artifacts, "the runs made no artifacts: the check would prove nothing"
+    assert records.update_events, "no safe-updater.update.* events: the check would prove nothing"
+    outputs += records.texts
 
-    # 4. The state store: journal rows and audit records, as raw bytes.
-    # The database, its WAL and the per-asset lock files (state.db.locks/), as raw bytes.
-    for path in sorted(s.workdir.glob("state.db*")):
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for file in files:
-            outputs.append((f"file {file.name}", file.read_bytes().decode("latin-1")))
+    # 4. The state store: the database, its WAL and the per-asset lock files (state.db.locks/).
+    outputs += file_texts(s.workdir.glob("state.db*"))
 
-    leaks = _where(canaries, outputs)
-    assert leaks == [], f"the registry password leaked into: {leaks}"
+    found = leaks(canaries, outputs)
+    assert found == [], f"the registry password leaked into: {found}"
