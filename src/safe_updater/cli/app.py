@@ -96,12 +96,25 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print(f"error: {_one_line(error.format_message())}", markup=False)
         raise SystemExit(error.exit_code) from None
     except SafeUpdaterError as error:
-        raise SystemExit(fail(error).exit_code) from None
+        raise SystemExit(fail(_api_refusal(error) or error).exit_code) from None
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+    except Exception as error:
+        # A Prefect server with basic auth answers 401 to any command that talks to it without
+        # PREFECT_API_AUTH_STRING; that gets the one line with the fix, anything else stays loud.
+        refused = _api_refusal(error)
+        if refused is None:
+            raise
+        raise SystemExit(fail(refused).exit_code) from None
     # Without standalone mode Click returns the code of a `typer.Exit` (or the command's value).
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def _api_refusal(error: BaseException) -> SafeUpdaterError | None:
+    from safe_updater.cli.prefect_auth import refused_error
+
+    return refused_error(error)
 
 
 def _one_line(text: str) -> str:

@@ -70,11 +70,12 @@ def _check_health(url: str) -> None:
     )
 
     headers = {}
-    key, auth = PREFECT_API_KEY.value(), PREFECT_API_AUTH_STRING.value()
+    # `Setting.value()` unwraps SecretStr settings to plain strings (Prefect 3.9).
+    key, auth = _plain(PREFECT_API_KEY.value()), _plain(PREFECT_API_AUTH_STRING.value())
     if key:
-        headers["Authorization"] = f"Bearer {key.get_secret_value()}"
+        headers["Authorization"] = f"Bearer {key}"
     elif auth:
-        token = base64.b64encode(auth.get_secret_value().encode()).decode()
+        token = base64.b64encode(auth.encode()).decode()
         headers["Authorization"] = f"Basic {token}"
     try:
         response = httpx.get(
@@ -98,6 +99,13 @@ def _check_health(url: str) -> None:
             f"{url}/health answered HTTP {response.status_code}: not a working Prefect API",
             hint="check PREFECT_API_URL (it ends in /api)",
         )
+
+
+def _plain(value: Any) -> str | None:
+    if value is None:
+        return None
+    secret = getattr(value, "get_secret_value", None)
+    return str(secret() if callable(secret) else value)
 
 
 @automations_app.command("apply")

@@ -25,6 +25,13 @@ from typing import Annotated, Any
 import typer
 
 from safe_updater.cli.common import ConfigOption, prepare_environment
+from safe_updater.cli.prefect_auth import (
+    CLIENT_AUTH_VARIABLE,
+    SERVER_AUTH_VARIABLE,
+    basic_header,
+    check_auth_string,
+    read_auth_file,
+)
 from safe_updater.deployments.standard import WORK_POOL
 from safe_updater.domain.errors import InvalidInputError, SafeUpdaterError
 from safe_updater.settings import Settings
@@ -102,36 +109,43 @@ def serve(
     limit: Annotated[
         int, typer.Option("--limit", min=1, help="At most this many flow runs at once.")
     ] = DEFAULT_LIMIT,
+    auth_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--auth-file",
+            help="File with one line `user:password` (mode 0600): the Prefect API and UI ask "
+            "for it (basic auth). Or set PREFECT_SERVER_API_AUTH_STRING.",
+            show_default=False,
+        ),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Run the service: a local Prefect server (UI on http://HOST:PORT), the standard deployments
     on their schedules, and /metrics. With PREFECT_API_URL set, use that server instead.
     Ctrl-C stops everything."""
     settings = Settings()
-    if not is_loopback(host):
-        typer.echo(
-            f"warning: --host {host} exposes the Prefect UI and API beyond this machine, and "
-            "they have no authentication: put a proxy with auth in front, or set "
-            "PREFECT_SERVER_API_AUTH_STRING (see docs/serve.md)",
-            err=True,
-        )
+    auth = server_auth(auth_file, os.environ)
+    _warn_about_exposure(host, auth is not None)
     external = os.environ.get("PREFECT_API_URL")
     server: LocalServer | None = None
+    if auth is not None:
+        # This process's client and the flow runs the runner starts (they inherit os.environ)
+        # send it; the server child gets the server-side setting through its own environment.
+        os.environ[CLIENT_AUTH_VARIABLE] = auth
+        os.environ.pop(SERVER_AUTH_VARIABLE, None)
     try:
         with _stop_on_signals():
             if external:
                 typer.echo(f"Using the Prefect server at {external}", err=True)
             else:
-                server = LocalServer.start(settings.home, host, port, ui=not no_ui)
+                server = LocalServer.start(settings.home, host, port, ui=not no_ui, auth=auth)
                 typer.echo(
                     f"Prefect server ready in {server.ready_after:.1f} s: {server.ui_url} "
-                    f"(pid {server.process.pid}, log {server.log_path})",
+                    f"(pid {server.process.pid}, log {server.log_path}"
+                    f"{', basic auth on' if auth else ''})",
                     err=True,
                 )
                 os.environ["PREFECT_API_URL"] = server.api_url
-                auth = os.environ.get("PREFECT_SERVER_API_AUTH_STRING")
-                if auth:  # the server asks for it; this process and its flow runs send it
-                    os.environ.setdefault("PREFECT_API_AUTH_STRING", auth)
             os.environ.setdefault("PREFECT_HOME", str(prefect_home(settings.home)))
             prepare_environment(config)
             with _metrics(config, host, metrics_port):
@@ -142,6 +156,41 @@ def serve(
         if server is not None:
             server.stop()
     typer.echo("stopped", err=True)
+
+
+def server_auth(auth_file: Path | None, environ: Mapping[str, str]) -> str | None:
+    """The ``user:password`` the server asks for: from ``--auth-file``, or from
+    ``PREFECT_SERVER_API_AUTH_STRING``; ``None`` without either."""
+    from_env = environ.get(SERVER_AUTH_VARIABLE)
+    if auth_file is not None:
+        if from_env:
+            raise InvalidInputError(
+                f"both --auth-file and {SERVER_AUTH_VARIABLE} are set",
+                hint=f"use one of them (unset {SERVER_AUTH_VARIABLE}, or drop --auth-file)",
+            )
+        return read_auth_file(auth_file)
+    # Set but empty (a blank line in an EnvironmentFile) means off: the child never sees it.
+    if from_env:
+        return check_auth_string(from_env, source=SERVER_AUTH_VARIABLE)
+    return None
+
+
+def _warn_about_exposure(host: str, authenticated: bool) -> None:
+    if is_loopback(host):
+        return
+    if authenticated:
+        typer.echo(
+            f"warning: --host {host} serves basic auth over plain HTTP, which sends the "
+            "password in clear: put a TLS proxy in front (see docs/serve.md)",
+            err=True,
+        )
+    else:
+        typer.echo(
+            f"warning: --host {host} exposes the Prefect UI and API beyond this machine, and "
+            "they have no authentication: use --auth-file and a TLS proxy, or a proxy with "
+            "auth (see docs/serve.md)",
+            err=True,
+        )
 
 
 def _serve_deployments(limit: int) -> None:
@@ -236,12 +285,25 @@ def prefect_home(home: Path) -> Path:
 
 
 def server_environment(
-    home: Path, host: str, port: int, base: Mapping[str, str], *, ui: bool = True
+    home: Path,
+    host: str,
+    port: int,
+    base: Mapping[str, str],
+    *,
+    ui: bool = True,
+    auth: str | None = None,
 ) -> dict[str, str]:
     """The child server's environment: its home and SQLite database under the state dir, the
-    API address the UI advertises, analytics off."""
+    API address the UI advertises, analytics off, and the basic-auth string (through the
+    environment, never argv)."""
     prefect_dir = prefect_home(home)
-    env = {key: value for key, value in base.items() if key != "PREFECT_API_URL"}
+    env = {
+        key: value
+        for key, value in base.items()
+        if key not in ("PREFECT_API_URL", SERVER_AUTH_VARIABLE)
+    }
+    if auth is not None:
+        env[SERVER_AUTH_VARIABLE] = auth
     env["PREFECT_HOME"] = str(prefect_dir)
     env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     env["PREFECT_SERVER_API_HOST"] = host
@@ -287,13 +349,14 @@ class LocalServer:
         port: int,
         *,
         ui: bool = True,
+        auth: str | None = None,
         timeout: float = SERVER_READY_TIMEOUT,
     ) -> LocalServer:
         _check_port_free(host, port)
         prefect_dir = prefect_home(home)
         prefect_dir.mkdir(parents=True, exist_ok=True)
         log_path = prefect_dir / "server.log"
-        env = server_environment(home, host, port, os.environ, ui=ui)
+        env = server_environment(home, host, port, os.environ, ui=ui, auth=auth)
         base = f"http://{_url_host(host)}:{port}"
         began = time.monotonic()
         with log_path.open("ab") as log_file:
@@ -310,6 +373,8 @@ class LocalServer:
         server = cls(process, log_path, f"{base}/api", f"{base}/")
         try:
             server._wait_ready(timeout)
+            if auth is not None:
+                server._check_auth(auth)
         except BaseException:
             server.stop()
             raise
@@ -335,6 +400,24 @@ class LocalServer:
                 )
             time.sleep(0.5)
 
+    def _check_auth(self, auth: str) -> None:
+        """The server must refuse a request without credentials and take ours: a Prefect that
+        ignored the setting would serve an open API while we claim it is protected."""
+        probe = f"{self.api_url}/admin/version"
+        without, with_auth = _status(probe), _status(probe, basic_header(auth))
+        if without != 401:
+            raise ServerError(
+                f"the Prefect server answered {probe} without credentials with HTTP {without}, "
+                f"not 401: it does not enforce {SERVER_AUTH_VARIABLE}",
+                hint=f"check the Prefect version and {self.log_path}; until then keep --host on "
+                "loopback behind a proxy with auth",
+            )
+        if with_auth != 200:
+            raise ServerError(
+                f"the Prefect server refused our own credentials at {probe} (HTTP {with_auth})",
+                hint=f"see {self.log_path}",
+            )
+
     def stop(self, timeout: float = SERVER_STOP_TIMEOUT) -> None:
         """SIGTERM, wait ``timeout`` seconds, then SIGKILL."""
         if self.process.poll() is not None:
@@ -353,6 +436,20 @@ def _healthy(url: str) -> bool:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
+
+
+def _status(url: str, authorization: str | None = None) -> int | None:
+    """The HTTP status of ``GET url``; ``None`` when nothing answers."""
+    request = urllib.request.Request(url)
+    if authorization is not None:
+        request.add_header("Authorization", authorization)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -37,6 +37,7 @@ from safe_updater.cli.common import (
     prepare_environment,
     run_quietly,
 )
+from safe_updater.cli.prefect_auth import refused_error
 from safe_updater.domain.durations import format_duration, parse_duration
 from safe_updater.domain.errors import InvalidInputError
 
@@ -80,9 +81,16 @@ def watch(
     actor = current_user()
 
     def cycle() -> Mapping[str, Any]:
-        result: Mapping[str, Any] = run_quietly(
-            update_fleet, dry_run=dry_run, approval="defer", dispatch="inline", actor=actor
-        )
+        try:
+            result: Mapping[str, Any] = run_quietly(
+                update_fleet, dry_run=dry_run, approval="defer", dispatch="inline", actor=actor
+            )
+        except Exception as error:
+            # The table shows one line per failed cycle: make a 401 name its fix.
+            refused = refused_error(error)
+            if refused is None:
+                raise
+            raise refused from error
         return result
 
     code = run_watch(cycle, interval=period, once=once, dry_run=dry_run, console=console)
