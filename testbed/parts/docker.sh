@@ -4,7 +4,11 @@
 # CAUTION: with --bridge=none dockerd deletes a link named docker0 in its network namespace, i.e.
 # the default bridge of a system dockerd on the same host (docs/test-bed.md). Do not run a system
 # dockerd next to the test bed (block its service start with policy-rc.d / systemctl disable).
-# Usage: testbed/parts/docker.sh up|down     Env: TESTBED_DOCKER_STORAGE_DRIVER (default overlay2)
+# Usage: testbed/parts/docker.sh up|down|restart   Env: TESTBED_DOCKER_STORAGE_DRIVER (default overlay2)
+# restart: stop dockerd by PID and start it again with the same socket, data-root and flags, as a
+# host's `systemctl restart docker` does. live-restore is off (the Debian default), so dockerd
+# stops every container on the way down; on the way up only those with a restart policy
+# (always, unless-stopped, on-failure after a non-zero exit) are started again.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=../lib.sh
@@ -18,10 +22,9 @@ DOCKER=/usr/bin/docker; [ -x "$DOCKER" ] || DOCKER=docker
 
 docker_api_ok() { DOCKER_HOST=unix://$SOCK DOCKER_CONFIG=$D/config "$DOCKER" version --format '{{.Server.Version}}'; }
 
-# start DRIVER: start dockerd with that storage driver; 0 when its API answers.
-start() {
+# launch DRIVER: start dockerd on the existing data-root; 0 when its API answers.
+launch() {
   local driver=$1
-  rm -rf "$D/data" "$D/exec"
   mkdir -p "$D/data" "$D/exec" "$D/config"
   rm -f "$SOCK" "$D/exec/dockerd.pid"
   # shutdown-timeout: seconds dockerd gives running containers on its own SIGTERM.
@@ -42,6 +45,13 @@ start() {
     fi
     sleep 0.1
   done
+}
+
+# start DRIVER: a fresh data-root, dockerd with that storage driver; 0 when it stores a layer.
+start() {
+  local driver=$1
+  rm -rf "$D/data" "$D/exec"
+  launch "$driver" || return 1
   # overlay2 can "start" and only fail on the first layer; prove it with a one-file import.
   if ! tar -C "$D" -c daemon.json | DOCKER_HOST=unix://$SOCK DOCKER_CONFIG=$D/config "$DOCKER" import - testbed-probe:latest >/dev/null 2>&1; then
     echo "testbed: dockerd with $driver cannot store a layer" >&2
@@ -111,8 +121,25 @@ down() {
   echo "testbed: docker down"
 }
 
+# Same socket, data-root, exec-root and flags; containers and images survive on disk.
+restart() {
+  [ -f "$D/storage-driver" ] || { echo "testbed: docker is not up in $D (testbed/up docker)" >&2; exit 1; }
+  [ -z "${1:-}" ] || [ "$1" = dockerd ] || { echo "testbed: docker has one component: dockerd" >&2; exit 2; }
+  # A dockerd that died already is simply started again.
+  # dockerd stops its containers within --shutdown-timeout (5 s), then itself and containerd.
+  stop_pidfile "$D/dockerd.pid" 30
+  local end=$(( $(date +%s) + 10 ))
+  while [ -n "$(pids_with_arg "$D/" containerd containerd-shim-runc-v2)" ] && [ "$(date +%s)" -lt "$end" ]; do sleep 0.1; done
+  kill_leftovers
+  # The nsfs bind mount of the old daemon must go, or the new one fails to set up netns.
+  umount_under "$D/exec"
+  launch "$(cat "$D/storage-driver")" || exit 1
+  echo "testbed: dockerd restarted (pid $(cat "$D/dockerd.pid")) on unix://$SOCK"
+}
+
 case "${1:-}" in
   up) up ;;
   down) down ;;
-  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+  restart) restart "${2:-}" ;;
+  *) echo "usage: $0 up|down|restart" >&2; exit 2 ;;
 esac

@@ -17,7 +17,8 @@ def scratch_database(admin_url: str, prefix: str) -> Iterator[str]:
     """A fresh database on the server of ``admin_url``; dropped (forcibly) afterwards."""
     admin_url = normalize_url(admin_url)
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    # pre-ping: a test may have restarted the server since the CREATE (tests/faults)
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))

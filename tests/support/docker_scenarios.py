@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,7 @@ class DockerScenario:
     port: int = field(default_factory=free_port)
     target: str = "local"
     container: DemoContainer | None = None
+    store_url: str | None = None  # another state store than the SQLite file (PostgreSQL)
 
     # -- identity and files ---------------------------------------------------------------------
 
@@ -88,7 +89,7 @@ class DockerScenario:
 
     @property
     def state_url(self) -> str:
-        return f"sqlite:///{self.state_path}"
+        return self.store_url or f"sqlite:///{self.state_path}"
 
     @property
     def home(self) -> Path:
@@ -119,8 +120,10 @@ class DockerScenario:
         *,
         environment: Mapping[str, str] | None = None,
         labels: Mapping[str, str] | None = None,
+        restart_policy: str | None = None,
     ) -> DemoContainer:
-        """Run `repo:tag` as `<name>`, opted in, with an HTTP health label on its port."""
+        """Run `repo:tag` as `<name>`, opted in, with an HTTP health label on its port
+        (`restart_policy`: `unless-stopped`, `always`, ... as `docker run --restart`)."""
         all_labels = {
             "safe-updater.io/enabled": "true",
             "safe-updater.io/health.http": f"http://127.0.0.1:{self.port}/healthz",
@@ -135,6 +138,7 @@ class DockerScenario:
             labels=all_labels,
             auth_config=self.registry.auth_config,
             timeout=30.0,
+            **({"restart_policy": {"Name": restart_policy}} if restart_policy else {}),
         )
         return self.container
 
@@ -252,6 +256,49 @@ class DockerScenario:
                 f"safe-updater {' '.join(args)} --json: exit {done.returncode}\n"
                 f"stdout: {done.stdout}\nstderr: {done.stderr}"
             ) from None
+
+
+@contextlib.contextmanager
+def scenario_factory(
+    docker_client: Any, default_registry: RegistryInfo, tmp_path: Path
+) -> Iterator[Callable[..., DockerScenario]]:
+    """The `scenario` fixture's factory (tests/integration and tests/faults conftests):
+    `make(["1.0.0", "1.0.1"], registry=..., repo=..., config=..., state_url=...)` publishes the
+    tags into a private repository (unless `repo` is given), writes a config (`config=` extra
+    YAML; `state_url=` another state store) and returns a :class:`DockerScenario`. Its
+    containers are removed at the end."""
+    made: list[DockerScenario] = []
+
+    def make(
+        tags: Sequence[str] = (),
+        *,
+        registry: RegistryInfo | None = None,
+        repo: str | None = None,
+        config: str = "",
+        window: str = HEALTH_WINDOW,
+        state_url: str | None = None,
+    ) -> DockerScenario:
+        reg = registry or default_registry
+        if repo is None:
+            repo = private_repo()
+            publish_tags(reg, repo, tags)
+        made.append(
+            DockerScenario(
+                docker=docker_client,
+                registry=reg,
+                workdir=tmp_path / f"s{len(made)}",
+                repo=repo,
+                store_url=state_url,
+            )
+        )
+        made[-1].write_config(config, window=window)
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for item in made:
+            item.cleanup()
 
 
 def describe(done: subprocess.CompletedProcess[str]) -> str:

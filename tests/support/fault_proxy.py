@@ -352,11 +352,12 @@ class _Handler(BaseHTTPRequestHandler):
             return 502, {"Content-Type": "text/plain"}, b"fault proxy has no upstream"
         connection = http.client.HTTPConnection(upstream, timeout=self.owner.upstream_timeout)
         try:
-            headers = {
-                k: v
-                for k, v in self.headers.items()
-                if k.lower() not in _HOP_BY_HOP and k.lower() != "host"
-            }
+            headers: dict[str, str] = {}
+            for k, v in self.headers.items():
+                if k.lower() not in _HOP_BY_HOP and k.lower() != "host":
+                    # Docker sends one Accept line per media type: keep them all, or the
+                    # registry falls back to a schema-1 manifest.
+                    headers[k] = f"{headers[k]}, {v}" if k in headers else v
             if drop_auth:
                 headers.pop("Authorization", None)
             headers["Host"] = upstream

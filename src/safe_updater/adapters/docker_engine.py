@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import docker
 import docker.errors
 import requests.exceptions
+import urllib3.exceptions
 from docker.constants import MINIMUM_DOCKER_API_VERSION
 from docker.tls import TLSConfig
 
@@ -46,6 +47,13 @@ from safe_updater.domain.errors import (
 )
 
 log = logging.getLogger(__name__)
+
+#: How every "the daemon is away" error starts, so logs, results and the CLI read alike.
+ENGINE_UNAVAILABLE = "Docker engine unavailable"
+_ENGINE_HINT = (
+    "check that the Docker daemon runs and DOCKER_HOST or the target URL is right; an update "
+    "it interrupted is finished by `safe-updater recover` (or the next update) once it is back"
+)
 
 DEFAULT_API_TIMEOUT = 60.0
 # Listing more containers than this inspects them concurrently, with this many threads (the SDK's
@@ -313,8 +321,12 @@ class DockerSdkEngine:
         log.info("removed container %s", container[:12])
 
     def state(self, container: str) -> ContainerState:
+        """The container's state. A stopped container is only reported once the engine is
+        known to stay: see :meth:`_confirm_engine_stays`."""
         info = self.inspect_container(container)
         state = info.attrs.get("State") or {}
+        if state.get("Status") in ("exited", "dead"):
+            self._confirm_engine_stays(container)
         health = state.get("Health") or {}
         logs = health.get("Log") or []
         return ContainerState(
@@ -389,14 +401,50 @@ class DockerSdkEngine:
         if auth_config is None and not self._use_config_credentials:
             auth_config = {}  # anonymous: do not fall back to the Docker config file
         log.info("pulling %s%s", ref, " with credentials" if auth else "")
-        with _translate(f"pull {ref}", image=ref, pull=True):
-            stream = self._api.pull(
-                repository, tag=tag, stream=True, decode=True, auth_config=auth_config
-            )
-            for chunk in stream:
-                if isinstance(chunk, dict) and chunk.get("error"):
-                    raise _PullStreamError(str(chunk["error"]))
+        try:
+            with _translate(f"pull {ref}", image=ref, pull=True):
+                stream = self._api.pull(
+                    repository, tag=tag, stream=True, decode=True, auth_config=auth_config
+                )
+                for chunk in stream:
+                    if isinstance(chunk, dict) and chunk.get("error"):
+                        raise _PullStreamError(str(chunk["error"]))
+        except SafeUpdaterError as exc:
+            # A daemon going down mid-pull ends the stream with "context canceled" or cuts it
+            # off; only whether it still answers tells that from a registry's refusal.
+            if not isinstance(exc, EngineUnavailableError) and not self._answers():
+                raise EngineUnavailableError(
+                    f"{ENGINE_UNAVAILABLE}: the pull of {ref} was cut off ({exc.message[:200]})",
+                    hint=_ENGINE_HINT,
+                ) from exc
+            raise
         return self.inspect_image(ref)
+
+    def _confirm_engine_stays(self, container: str) -> None:
+        """EngineUnavailableError if the daemon is shutting down.
+
+        On SIGTERM dockerd closes its listener, then stops every container (live-restore off),
+        while connections it had accepted before keep being served: through our pooled
+        connection a daemon that is going away reports the containers it stops as "exited",
+        which is not the container failing. Only a new connection tells: dropping the pool
+        forces one.
+        """
+        self._api.close()  # closes idle pooled connections; the next request opens a new one
+        try:
+            self.ping()
+        except EngineUnavailableError as exc:
+            raise EngineUnavailableError(
+                f"{ENGINE_UNAVAILABLE}: the daemon is shutting down (it stopped container "
+                f"{container}): {exc.message}",
+                hint=_ENGINE_HINT,
+            ) from exc
+
+    def _answers(self) -> bool:
+        try:
+            self.ping()
+        except SafeUpdaterError:
+            return False
+        return True
 
     def tag_image(self, image_id: str, ref: str) -> None:
         repository, tag = _split_ref(ref)
@@ -491,7 +539,9 @@ def _translate(action: str, *, image: str | None = None, pull: bool = False) -> 
         if status == 409:
             raise ContainerError(f"{action}: conflict ({explanation})") from exc
         if status is not None and status >= 500 and "connection" in explanation.lower():
-            raise EngineUnavailableError(f"{action}: {explanation}") from exc
+            raise EngineUnavailableError(
+                f"{ENGINE_UNAVAILABLE}: {action}: {explanation}", hint=_ENGINE_HINT
+            ) from exc
         raise ContainerError(f"{action}: {explanation}") from exc
     except _PullStreamError as exc:
         raise _pull_error(action, str(exc), None) from exc
@@ -505,21 +555,23 @@ def _translate(action: str, *, image: str | None = None, pull: bool = False) -> 
     except (
         requests.exceptions.ConnectionError,
         requests.exceptions.Timeout,
+        # a response cut off mid-body: the daemon went away while answering
+        requests.exceptions.ChunkedEncodingError,
+        urllib3.exceptions.ProtocolError,
         ConnectionError,
         FileNotFoundError,
         TimeoutError,
     ) as exc:
         raise EngineUnavailableError(
-            f"{action}: the Docker engine did not answer ({type(exc).__name__})",
-            hint="check that the daemon runs and DOCKER_HOST or the target URL is right",
+            f"{ENGINE_UNAVAILABLE}: {action}: no answer ({type(exc).__name__})",
+            hint=_ENGINE_HINT,
         ) from exc
     except docker.errors.DockerException as exc:
         text = str(exc)
         lowered = text.lower()
         if any(word in lowered for word in ("connection", "no such file", "timed out", "refused")):
             raise EngineUnavailableError(
-                f"{action}: the Docker engine did not answer",
-                hint="check that the daemon runs and DOCKER_HOST or the target URL is right",
+                f"{ENGINE_UNAVAILABLE}: {action}: no answer", hint=_ENGINE_HINT
             ) from exc
         raise ContainerError(f"{action}: {text[:300]}") from exc
 

@@ -17,6 +17,7 @@ from typing import Protocol
 import httpx
 
 from safe_updater.adapters.docker_engine import ContainerEngine
+from safe_updater.adapters.errors import EngineUnavailableError
 from safe_updater.adapters.prometheus_query import PrometheusProbe
 from safe_updater.domain.errors import InvalidInputError, NotFoundError, SafeUpdaterError
 from safe_updater.domain.health import (
@@ -137,6 +138,8 @@ class DockerExecProbe:
             result = self._engine.exec(
                 self._container, spec.command, timeout=spec.timeout.total_seconds()
             )
+        except EngineUnavailableError:
+            raise  # the monitor's to judge: says nothing about the container
         except SafeUpdaterError as exc:
             return Sample(at=at, check=self.name, ok=False, detail=f"exec failed: {exc.message}")
         return exec_sample(at, self.name, spec, result)
@@ -187,6 +190,8 @@ class DockerHealthProbe:
             state = self._engine.state(self._container)
         except NotFoundError:
             return Sample(at=at, check=self.name, ok=False, detail="container is gone", fatal=True)
+        except EngineUnavailableError:
+            raise  # the monitor's to judge: says nothing about the container
         except SafeUpdaterError as exc:
             return Sample(at=at, check=self.name, ok=False, detail=exc.message)
         status = state.health_status
@@ -224,6 +229,8 @@ class DockerRestartProbe:
             state = self._engine.state(self._container)
         except NotFoundError:
             return Sample(at=at, check=self.name, ok=False, detail="container is gone", fatal=True)
+        except EngineUnavailableError:
+            raise  # the monitor's to judge: says nothing about the container
         except SafeUpdaterError as exc:
             return Sample(at=at, check=self.name, ok=False, detail=exc.message)
         if self._baseline is None:
@@ -288,6 +295,15 @@ def monitor(
     Returns early on ``unhealthy``; ``healthy`` only once the window has elapsed (that is how
     :func:`evaluate` decides). Rounds are scheduled from the start time, so a slow probe does not
     stretch the window.
+
+    A container engine that does not answer (a Docker daemon restart) says nothing about the new
+    version, and every other check fails for the same reason while it is away (the daemon stops
+    the containers). So rounds with the engine away are recorded as unknown (``ok=None``) and not
+    judged, and once it answers again the whole window starts over: the version is judged on a
+    full window of its own. Away longer than the window: :class:`EngineUnavailableError`, the
+    attempt stays open for ``safe-updater recover``. (A daemon that is shutting down reports the
+    containers it stops as exited over connections it had accepted before: the engine adapter
+    checks a new connection before reporting a stopped container, see ``DockerSdkEngine.state``.)
     """
     if not probes:
         raise InvalidInputError("no health check to run", hint="configure at least one check")
@@ -296,17 +312,46 @@ def monitor(
     interval = policy.interval
     samples: list[Sample] = []
     round_number = 0
+    engine_away_since: datetime | None = None
+    engine_error: EngineUnavailableError | None = None
     while True:
+        round_error: EngineUnavailableError | None = None
+        round_started = clock()
         for probe in probes:
-            sample = _safe_check(probe, clock())
+            at = clock()
+            try:
+                sample = _safe_check(probe, at)
+            except EngineUnavailableError as exc:
+                round_error = exc
+                sample = Sample(at=at, check=probe.name, ok=None, detail=_engine_away(exc))
             samples.append(sample)
             if on_sample is not None:
                 on_sample(sample)
         now = clock()
-        verdict = evaluate(samples, policy, started_at=started, now=now, checks=names)
-        if verdict.state is not VerdictState.PENDING:
-            log.info("health verdict %s: %s", verdict.state, verdict.reason)
-            return verdict, samples
+        if round_error is not None:
+            engine_error = round_error
+            engine_away_since = engine_away_since or round_started
+            if now - engine_away_since > policy.window:
+                raise EngineUnavailableError(
+                    f"Docker engine unavailable for {(now - engine_away_since).total_seconds():.0f}"
+                    f" s during verification, longer than the monitoring window: "
+                    f"{round_error.message}",
+                    hint="the new version was neither judged nor rolled back; once the engine "
+                    "answers, `safe-updater recover` verifies it again and commits or rolls back",
+                ) from round_error
+        elif engine_away_since is not None:
+            log.warning(
+                "the container engine answers again after %.1f s; verifying over a new window",
+                (round_started - engine_away_since).total_seconds(),
+            )
+            engine_away_since = None
+            started, round_number = round_started, 0
+        if engine_away_since is None:
+            verdict = evaluate(samples, policy, started_at=started, now=now, checks=names)
+            if verdict.state is not VerdictState.PENDING:
+                verdict = _after_engine_outage(verdict, engine_error)
+                log.info("health verdict %s: %s", verdict.state, verdict.reason)
+                return verdict, samples
         round_number += 1
         next_round = started + interval * round_number
         while next_round <= now:  # rounds that were missed are skipped, not bunched
@@ -318,11 +363,30 @@ def monitor(
 def _safe_check(probe: Probe, at: datetime) -> Sample:
     try:
         return probe.check(at)
+    except EngineUnavailableError:
+        raise
     except Exception as exc:  # a probe bug must not end the monitoring silently
         log.warning("probe %s raised %s", probe.name, type(exc).__name__, exc_info=True)
         return Sample(
             at=at, check=probe.name, ok=False, detail=f"probe error: {type(exc).__name__}"
         )
+
+
+def _after_engine_outage(verdict: Verdict, outage: EngineUnavailableError | None) -> Verdict:
+    if outage is None:
+        return verdict
+    reason = (
+        f"{verdict.reason} (judged over a new window after the container engine was unavailable)"
+    )
+    return verdict.model_copy(update={"reason": reason})
+
+
+def _engine_away(exc: EngineUnavailableError) -> str:
+    return (
+        exc.message
+        if exc.message.startswith("Docker engine unavailable")
+        else (f"Docker engine unavailable: {exc.message}")
+    )
 
 
 def _short(exc: Exception) -> str:

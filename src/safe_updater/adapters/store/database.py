@@ -46,6 +46,11 @@ process surfaces as a TransientError the caller's retry policy can see.
 
 SQLITE_BEGIN_OPTION = "safe_updater_sqlite_begin"
 
+_STORE_HINT = (
+    "check that the database is reachable and not locked; tasks retry on their own, and an "
+    "attempt left open is finished by `safe-updater recover` once the store is back"
+)
+
 
 def normalize_url(url: str) -> URL:
     """Parse a store URL; pick psycopg 3 for PostgreSQL and expand ``~`` in SQLite paths."""
@@ -159,12 +164,13 @@ def translated_errors(what: str) -> Iterator[None]:
     except OperationalError as exc:
         raise TransientError(
             f"{what}: the state store is unavailable ({_first_line(exc)})",
-            hint="check that the database is reachable and not locked; retry",
+            hint=_STORE_HINT,
         ) from exc
     except DBAPIError as exc:
         if exc.connection_invalidated:
             raise TransientError(
-                f"{what}: lost the connection to the state store ({_first_line(exc)})"
+                f"{what}: the state store is unavailable: lost the connection ({_first_line(exc)})",
+                hint=_STORE_HINT,
             ) from exc
         raise
 

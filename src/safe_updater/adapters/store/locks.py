@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -23,10 +24,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from safe_updater.adapters.store.database import Database, translated_errors
 from safe_updater.domain.errors import ConflictError
+
+log = logging.getLogger(__name__)
 
 _POLL_SECONDS = 0.2
 
@@ -129,4 +133,20 @@ class AssetLocks:
             try:
                 yield
             finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                self._unlock(conn, key, asset_id)
+
+    @staticmethod
+    def _unlock(conn: Connection, key: int, asset_id: str) -> None:
+        """Release the advisory lock. If the server restarted or ended our session meanwhile,
+        the lock already went with the session: that must not turn a finished attempt into a
+        failed run, so it is logged, not raised."""
+        try:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        except DBAPIError as exc:
+            if not exc.connection_invalidated and not isinstance(exc, OperationalError):
+                raise
+            log.warning(
+                "the state store connection holding the lock of %s was lost (a PostgreSQL "
+                "restart?); the lock went with it, so another run may have started meanwhile",
+                asset_id,
+            )
