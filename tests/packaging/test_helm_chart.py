@@ -56,9 +56,9 @@ WORKLOAD_RULES: Rules = {
     ("apps", "statefulsets"): READ | {"patch"},
     ("apps", "daemonsets"): READ | {"patch"},
     ("batch", "cronjobs"): READ | {"patch"},
-    ("apps", "replicasets"): READ,
-    ("apps", "controllerrevisions"): READ,
-    ("", "pods"): READ | {"delete"},
+    ("apps", "replicasets"): {"list", "watch"},
+    ("apps", "controllerrevisions"): {"list", "watch"},
+    ("", "pods"): {"list", "watch", "delete"},
 }
 
 #: helm's release storage plus the kinds of common charts (templates/rbac.yaml says why).
@@ -73,9 +73,8 @@ HELM_RULES: Rules = {
     ("apps", "daemonsets"): CHART_OBJECTS,
     ("batch", "jobs"): CHART_OBJECTS,
     ("batch", "cronjobs"): CHART_OBJECTS,
-    ("apps", "replicasets"): READ,
-    ("", "pods"): READ,
-    ("", "events"): READ,
+    ("apps", "replicasets"): {"list"},
+    ("", "pods"): {"list"},
 }
 
 EXEC_RULES: Rules = {("", "pods/exec"): {"get", "create"}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,54 @@ class ServiceAccountLogin:
     def set_rules(self, rules: list[dict[str, Any]]) -> None:
         """Replace the cluster-wide role's rules (the binding stays)."""
         self._rbac.patch_cluster_role(self.name, {"rules": rules})
+
+    def set_namespaced_rules(self, rules: list[dict[str, Any]]) -> None:
+        """Replace the rules of the role bound in ``namespace`` only (the binding stays)."""
+        assert self._namespaced, "this login has no namespaced role"
+        self._rbac.patch_cluster_role(f"{self.name}-ns", {"rules": rules})
+
+    def may(self, verb: str, resource: str, group: str = "") -> bool:
+        """Whether the API server's authorizer lets this ServiceAccount ``verb`` ``resource`` in
+        ``namespace`` now (a SubjectAccessReview, asked as admin)."""
+        from kubernetes import client
+
+        review = client.AuthorizationV1Api(self.cluster.api_client).create_subject_access_review(
+            {
+                "spec": {
+                    "user": f"system:serviceaccount:{self.namespace}:{self.name}",
+                    "groups": [
+                        "system:serviceaccounts",
+                        f"system:serviceaccounts:{self.namespace}",
+                        "system:authenticated",
+                    ],
+                    "resourceAttributes": {
+                        "namespace": self.namespace,
+                        "verb": verb,
+                        "group": group,
+                        "resource": resource,
+                    },
+                }
+            }
+        )
+        return bool(review.status.allowed)
+
+    def wait_until_may(
+        self, verb: str, resource: str, group: str = "", *, allowed: bool = True
+    ) -> None:
+        """RBAC changes reach the authorizer through an informer: wait (bounded) until this one
+        has, so what the next request gets is the role's doing, not the informer's lag."""
+        deadline = time.monotonic() + 30
+        while self.may(verb, resource, group) is not allowed:
+            if time.monotonic() > deadline:
+                state = "allowed" if allowed else "denied"
+                raise TimeoutError(f"{verb} {group}/{resource} not {state} after 30 s")
+            time.sleep(0.1)
+
+    def write_kubeconfig(self, path: Path) -> Path:
+        """The kubeconfig as a file only its owner can read (for tools such as helm)."""
+        path.touch(mode=0o600)
+        path.write_text(yaml.safe_dump(self.kubeconfig))
+        return path
 
     def close(self) -> None:
         from kubernetes.client.exceptions import ApiException

@@ -13,9 +13,15 @@ stderr is translated once, in :func:`~safe_updater.adapters.helm_models.translat
 - ``release: not found`` / ``has no deployed releases`` → ``ReleaseNotFoundError``;
   ``release has no N version`` → ``RevisionNotFoundError`` (both ``NotFoundError``);
 - chart or chart version not found (HTTP index or OCI) → ``ChartNotFoundError`` (NotFoundError);
+- the API server's RBAC refusal (``User "…" cannot VERB resource "R" in API group "G" in the
+  namespace "N"``) → ``HelmAuthError`` naming the missing verb and resource and the role to
+  grant it in (:func:`forbidden_error`, checked first: its stderr also says "forbidden");
 - 401/403, ``basic credential not found``, ``unauthorized`` → ``HelmAuthError`` (AuthError);
 - ``timed out waiting``, ``context deadline exceeded``, our own process deadline →
-  ``HelmTimeoutError`` (a ``HelmError`` whose message says "timed out");
+  ``HelmTimeoutError`` (a ``HelmError`` whose message says "timed out"); when helm 4's
+  ``--wait=watcher`` gave up on an object whose status stayed ``Unknown``, the hint says that
+  helm could not read it (helm 4 reports a refused list of a StatefulSet's pods or a
+  Deployment's ReplicaSets only this way);
 - cluster or repository unreachable (connection refused/reset) → ``HelmUnavailableError``
   (transient);
 - anything else → ``HelmError`` with helm's first lines.
@@ -59,6 +65,7 @@ from safe_updater.adapters.helm_models import (
     RevisionNotFoundError,
     ValuesMode,
     check_pattern,
+    helm_message,
     parse_json_output,
     parse_list,
     parse_one,
@@ -91,11 +98,57 @@ __all__ = [
     "ReleaseSummary",
     "RevisionNotFoundError",
     "ValuesMode",
+    "forbidden_error",
     "split_chart",
     "translate_error",
     "validate_namespace",
     "validate_release_name",
 ]
+
+# --- RBAC refusals ----------------------------------------------------------------------------
+
+HELM_RBAC_HINT = (
+    "grant it in the ClusterRole safe-updater-helm (deployments/kubernetes/rbac.yaml, or the "
+    "chart's rbac.helm.*) and bind that role with a RoleBinding in the release's namespace; "
+    "see docs/kubernetes.md, section RBAC"
+)
+# The API server's authorizer message, as client-go puts it into helm's error. Bounded pieces
+# after a literal start: a long stderr cannot make the search quadratic.
+_FORBIDDEN = re.compile(
+    r'cannot ([a-z]{1,32}) resource "([^"\n]{1,253})" in API group "([^"\n]{0,253})"'
+    r'(?: in the namespace "([^"\n]{1,63})")?'
+)
+
+
+UNKNOWN_STATUS_HINT = (
+    "helm could not read the status of that object, most often because the role lacks "
+    "`list` on pods or apps/replicasets (ClusterRole safe-updater-helm; see docs/kubernetes.md, "
+    "section RBAC); otherwise give the rollout more time (--timeout)"
+)
+
+
+def _translate(stderr: str, stdout: str, what: str) -> Exception:
+    error = forbidden_error(stderr, what) or translate_error(stderr or stdout, what)
+    if isinstance(error, HelmTimeoutError) and "status: Unknown" in stderr:
+        error.hint = UNKNOWN_STATUS_HINT
+    return error
+
+
+def forbidden_error(stderr: str, what: str) -> HelmAuthError | None:
+    """helm's stderr when the cluster's RBAC refused one of its requests, as an error naming the
+    verb and resource the updater's role lacks; ``None`` for any other failure."""
+    match = _FORBIDDEN.search(stderr)
+    if match is None:
+        return None
+    verb, resource, group, namespace = match.groups()
+    rbac_resource = f"{group}/{resource}" if group else resource
+    where = f" in namespace {namespace}" if namespace else " at the cluster scope"
+    return HelmAuthError(
+        f"{what}: forbidden: the updater may not {verb} {rbac_resource}{where} (missing RBAC "
+        f"verb {verb!r} on {rbac_resource}): {helm_message(stderr)}",
+        hint=HELM_RBAC_HINT,
+    )
+
 
 # --- the CLI -----------------------------------------------------------------------------------
 
@@ -202,7 +255,7 @@ class HelmCli:
             _stop(proc)  # KeyboardInterrupt, cancellation: never leave helm running behind us
             raise
         if proc.returncode != 0:
-            raise translate_error(stderr or stdout, what)
+            raise _translate(stderr, stdout, what)
         return stdout
 
     def _json(self, *args: Any, **kwargs: Any) -> Any:
