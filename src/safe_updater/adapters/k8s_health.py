@@ -13,6 +13,18 @@ pods, and turns the latest objects into a :class:`Sample` with
 
 :class:`KubernetesExecProbe` runs a command in a ready pod of the new revision through the
 ``pods/exec`` subresource (needs ``create`` and ``get`` on ``pods/exec``).
+
+**The API server going away** (restarted, overloaded, unreachable) is not a health signal: while
+a watch cannot reconnect, or a read fails with a :class:`TransientError`, the probes answer
+``ok=None`` ("Kubernetes API unavailable ...") instead of failing the workload. A watch that
+reconnects resumes from its ``resourceVersion`` (or lists again after ``410 Gone``), so events
+of the outage are not lost, and judging goes on. A window that then ends *healthy*, or
+*unhealthy on the workload's merits* (a fatal sample, ``failure_threshold`` failures in a row),
+stands. A window that ends undecided after an outage (still away, or back too late for enough
+passes) did not judge the version: :func:`api_outage_error` turns it into an
+:class:`EngineUnavailableError`, the attempt stays open in phase *verifying*, and ``recover``
+verifies again over a full window, rather than rolling back (and quarantining) a version nobody
+saw fail.
 """
 
 from __future__ import annotations
@@ -20,10 +32,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from safe_updater.adapters.errors import EngineUnavailableError
 from safe_updater.adapters.kube_api import (
     KubeApi,
     canonical_kind,
@@ -31,8 +44,15 @@ from safe_updater.adapters.kube_api import (
     selector_string,
 )
 from safe_updater.adapters.probes import exec_sample
-from safe_updater.domain.errors import NotFoundError, SafeUpdaterError
-from safe_updater.domain.health import ExecCheck, Sample
+from safe_updater.domain.errors import NotFoundError, SafeUpdaterError, TransientError
+from safe_updater.domain.health import (
+    ExecCheck,
+    HealthPolicy,
+    Sample,
+    Verdict,
+    VerdictState,
+    evaluate,
+)
 from safe_updater.domain.rollout import (
     PodState,
     RolloutCheck,
@@ -43,6 +63,8 @@ from safe_updater.domain.rollout import (
 
 log = logging.getLogger(__name__)
 
+#: How samples and errors name an API server outage (operators grep logs for it).
+API_UNAVAILABLE = "Kubernetes API unavailable"
 DEFAULT_WATCH_TIMEOUT = 60
 DEFAULT_IDLE_TIMEOUT = 300.0
 DEFAULT_SYNC_TIMEOUT = 5.0
@@ -81,9 +103,12 @@ class Reflector:
         self._thread: threading.Thread | None = None
         self._last_used = monotonic()
         self.resource_version: str | None = None
+        # The last failure of the list or watch; None again once the server answers.
         self.error: SafeUpdaterError | None = None
+        self._failures = 0
         self.events = 0
         self.lists = 0
+        self.reconnects = 0
 
     # -- life cycle ------------------------------------------------------------------------------
 
@@ -118,6 +143,13 @@ class Reflector:
     def synced(self) -> bool:
         return self._synced.is_set()
 
+    @property
+    def unavailable(self) -> TransientError | None:
+        """The transient error (connection refused or reset, 5xx, timeout) that keeps the watch
+        disconnected right now; the cache may be stale while it is set."""
+        error = self.error
+        return error if isinstance(error, TransientError) else None
+
     def items(self) -> list[dict[str, Any]]:
         """A copy of the cached objects (restarts the watch if it stopped for idleness)."""
         self._last_used = self._monotonic()
@@ -134,7 +166,7 @@ class Reflector:
     # -- the thread ------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        failures = 0
+        self._failures = 0
         while not self._stop.is_set():
             if self._monotonic() - self._last_used > self._idle_timeout:
                 log.info("%s watch in %s idle; stopping", self.kind, self.namespace)
@@ -145,8 +177,6 @@ class Reflector:
                 if self.resource_version is None:
                     self._list()
                 self._watch()
-                failures = 0
-                self.error = None
             except SafeUpdaterError as exc:
                 if self._stop.is_set():
                     return
@@ -154,8 +184,8 @@ class Reflector:
                 if _is_gone(exc):
                     self.resource_version = None
                     continue
-                delay = _BACKOFF[min(failures, len(_BACKOFF) - 1)]
-                failures += 1
+                delay = _BACKOFF[min(self._failures, len(_BACKOFF) - 1)]
+                self._failures += 1
                 log.warning(
                     "%s watch in %s: %s; again in %.1fs",
                     self.kind,
@@ -193,6 +223,7 @@ class Reflector:
             self._items = items
             self.resource_version = version
             self.lists += 1
+            self.error = None
             self._changed.notify_all()
         self._synced.set()
 
@@ -220,7 +251,12 @@ class Reflector:
                     )
                     self.resource_version = None
                     return
-                raise SafeUpdaterError(f"watch error: {obj.get('message') or obj}")
+                code = obj.get("code")
+                message = f"watch error: {obj.get('message') or obj}"
+                if isinstance(code, int) and (code == 429 or code >= 500):
+                    # The server is shutting down or overloaded: an outage, not bad data.
+                    raise EngineUnavailableError(message)
+                raise SafeUpdaterError(message)
             version = (obj.get("metadata") or {}).get("resourceVersion")
             if version:
                 self.resource_version = str(version)
@@ -239,6 +275,20 @@ class Reflector:
         self._response = response
         if self._stop.is_set():
             interrupt_response(response)
+            return
+        # The server accepted the watch: from here the cache is live again. Clearing the error
+        # only when a watch ends (after up to watch_timeout) would keep reporting an outage
+        # that is over.
+        if self.error is not None:
+            self.reconnects += 1
+            log.info(
+                "%s watch in %s: connected again from resourceVersion %s",
+                self.kind,
+                self.namespace,
+                self.resource_version,
+            )
+        self.error = None
+        self._failures = 0
 
 
 def _key(obj: dict[str, Any]) -> str:
@@ -275,10 +325,19 @@ class RolloutProbe:
         self._workload: Reflector | None = None
         self._revisions: Reflector | None = None
         self._pods: Reflector | None = None
+        #: Why the latest sample could not judge the rollout: the API was unavailable. None
+        #: once a sample came from live watches again.
+        self.api_outage: TransientError | None = None
+        #: The last outage any sample of this probe saw (kept after the API came back).
+        self.outage_seen: TransientError | None = None
 
     @property
     def name(self) -> str:
         return self._check.name
+
+    @property
+    def server(self) -> str:
+        return self._api.server
 
     @property
     def spec(self) -> RolloutCheck:
@@ -353,13 +412,38 @@ class RolloutProbe:
         return workload, sorted(pods, key=lambda p: p.name), None
 
     def ready_new_pods(self) -> list[str]:
-        """Names of ready pods of the new revision (for exec checks)."""
+        """Names of ready pods of the new revision (for exec checks); raises the outage's
+        :class:`TransientError` while a watch is disconnected (the pods may be gone)."""
         _, pods, _ = self.observe()
+        outage = self.outage()
+        if outage is not None:
+            raise outage
         return [p.name for p in pods if p.ready and not p.deleting]
+
+    def outage(self) -> TransientError | None:
+        """The error of a watch that is disconnected by a transient failure right now."""
+        for reflector in self.reflectors():
+            error = reflector.unavailable
+            if error is not None:
+                return error
+        return None
+
+    def unavailable_sample(self, at: datetime, error: TransientError) -> Sample:
+        """No verdict: the API server, not the workload, is what failed."""
+        self.api_outage = self.outage_seen = error
+        return Sample(
+            at=at,
+            check=self.name,
+            ok=None,
+            detail=f"{API_UNAVAILABLE} at {self.server}: {error.message}; "
+            "not judged until the watch reconnects",
+        )
 
     def check(self, at: datetime) -> Sample:
         try:
             workload, pods, problem = self.observe()
+        except TransientError as exc:
+            return self.unavailable_sample(at, exc)
         except NotFoundError:
             return Sample(
                 at=at,
@@ -370,7 +454,13 @@ class RolloutProbe:
                 f"{self._check.workload} is gone",
             )
         except SafeUpdaterError as exc:
+            self.api_outage = None
             return Sample(at=at, check=self.name, ok=False, detail=exc.message)
+        # Cached objects from before a disconnect may be stale: judge only live ones.
+        outage = self.outage()
+        if outage is not None:
+            return self.unavailable_sample(at, outage)
+        self.api_outage = None
         if problem is not None:
             return Sample(at=at, check=self.name, ok=False, detail=problem)
         return rollout_sample(self._check, workload, pods, at=at, expected_image=self._expected)
@@ -400,6 +490,8 @@ class KubernetesExecProbe:
         spec = self._spec
         try:
             pods = self._rollout.ready_new_pods()
+        except TransientError as exc:
+            return self._unavailable(at, exc)
         except SafeUpdaterError as exc:
             return Sample(at=at, check=self.name, ok=False, detail=exc.message)
         if not pods:
@@ -415,9 +507,19 @@ class KubernetesExecProbe:
                 container=self._container,
                 timeout=spec.timeout.total_seconds(),
             )
+        except TransientError as exc:
+            return self._unavailable(at, exc)
         except SafeUpdaterError as exc:
             return Sample(at=at, check=self.name, ok=False, detail=f"exec in {pod}: {exc.message}")
         return exec_sample(at, self.name, spec, result, where=pod)
+
+    def _unavailable(self, at: datetime, error: TransientError) -> Sample:
+        return Sample(
+            at=at,
+            check=self.name,
+            ok=None,
+            detail=f"{API_UNAVAILABLE} at {self._api.server}: {error.message}; not judged",
+        )
 
 
 class StaticProbe:
@@ -434,3 +536,44 @@ class StaticProbe:
 
     def check(self, at: datetime) -> Sample:
         return Sample(at=at, check=self._name, ok=self._ok, detail=self._detail)
+
+
+def api_outage_error(
+    asset_id: str,
+    probes: Sequence[object],
+    verdict: Verdict,
+    samples: Sequence[Sample],
+    policy: HealthPolicy,
+) -> EngineUnavailableError | None:
+    """The error to raise instead of ``verdict`` when the window ended undecided after the
+    Kubernetes API was unavailable during it, or None when the verdict stands.
+
+    It stands when it is healthy, when the workload failed on its merits (a fatal sample or
+    ``failure_threshold`` failures in a row, judged as if the window had not ended), or when no
+    rollout probe saw an outage.
+    """
+    if verdict.state is not VerdictState.UNHEALTHY or not samples:
+        return None
+    rollouts = [p for p in probes if isinstance(p, RolloutProbe) and p.outage_seen is not None]
+    if not rollouts:
+        return None
+    first = min(s.at for s in samples)
+    on_merits = evaluate(samples, policy, started_at=first, now=first)
+    if on_merits.state is VerdictState.UNHEALTHY:
+        return None
+    still = [p for p in rollouts if p.api_outage is not None]
+    probe = (still or rollouts)[0]
+    error = probe.api_outage or probe.outage_seen
+    assert error is not None
+    when = (
+        "until the end of the verify window"
+        if still
+        else "during the verify window, and the rest of it was too short to judge"
+    )
+    return EngineUnavailableError(
+        f"{API_UNAVAILABLE} at {probe.server} {when} of {asset_id} ({error.message}); the new "
+        "version was neither judged nor rolled back, and the attempt stays open in phase "
+        "verifying",
+        hint=f"when the API server answers again, run `safe-updater recover {asset_id}`: it "
+        "verifies again, then commits or rolls back (the next update of the asset does it too)",
+    )

@@ -8,6 +8,7 @@ Errors are translated once, here (:func:`translate_api_error`):
 
 =====================================================  ==================================
 connection refused, timeouts, resets, 5xx, 429          ``EngineUnavailableError`` (transient)
+a TLS stream cut short (server restarted mid-watch)     ``EngineUnavailableError`` (transient)
 404                                                     ``NotFoundError``
 401                                                     ``AuthError`` (credentials)
 403                                                     ``AuthError`` naming the verb and resource
@@ -141,7 +142,9 @@ def translate_api_error(
             error.retry_after = retry_after
             return error
         return PermanentError(f"the Kubernetes API answered {status} to {what}: {message}")
-    if isinstance(exc, urllib3.exceptions.SSLError) or _is_cert_error(exc):
+    if _is_cert_error(exc) or (
+        isinstance(exc, urllib3.exceptions.SSLError) and not _is_connection_drop(exc)
+    ):
         return AuthError(
             f"TLS verification of the Kubernetes API{_at(server)} failed: {_short(exc)}",
             hint="give the cluster's CA (certificate-authority-data) in the kubeconfig",
@@ -166,6 +169,27 @@ def _is_cert_error(exc: BaseException) -> bool:
             return True
         current = current.__cause__ or current.__context__
     return False
+
+
+# OpenSSL's words for a TLS stream that ended without a close_notify: the peer went away.
+_DROP_MARKERS = ("EOF", "eof", "reset", "Connection broken", "BAD_RECORD_MAC")
+
+
+def _is_connection_drop(exc: BaseException) -> bool:
+    """A TLS error that is really the connection going away (an API server restarted while a
+    watch streamed), not a handshake or certificate problem: retrying helps."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(
+            current, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionError, EOFError)
+        ):
+            return True
+        if isinstance(current, ssl.SSLError) and any(m in str(current) for m in _DROP_MARKERS):
+            return True
+        current = current.__cause__ or current.__context__
+    return any(m in str(exc) for m in _DROP_MARKERS)
 
 
 def _is_cert_error_shallow(exc: BaseException) -> bool:

@@ -18,7 +18,7 @@ from safe_updater.cli.common import (
     print_json,
     run_quietly,
 )
-from safe_updater.domain.errors import InvalidInputError, NotFoundError
+from safe_updater.domain.errors import InvalidInputError, NotFoundError, SafeUpdaterError
 from safe_updater.domain.journal import Outcome
 
 OUTCOME_EXIT = {
@@ -75,14 +75,22 @@ def update(
             raise typer.Exit(OUTCOME_EXIT.get(preview["outcome"], ExitCode.FAILURE))
         if not typer.confirm(f"Apply {preview['from']} -> {preview['to']} to {asset_id}?"):
             raise typer.Exit(int(ExitCode.OK))
-    result = run_quietly(
-        update_asset,
-        asset_id,
-        to_version=to,
-        dry_run=dry_run,
-        approval="pause" if wait else "defer",
-        actor=current_user(),
-    )
+    try:
+        result = run_quietly(
+            update_asset,
+            asset_id,
+            to_version=to,
+            dry_run=dry_run,
+            approval="pause" if wait else "defer",
+            actor=current_user(),
+        )
+    except Exception as error:
+        # With the Prefect server gone, the engine's own report of the run's end fails too and
+        # hides our error (the one that says what happened and what to do) in its context.
+        ours = _our_error_behind(error)
+        if ours is None:
+            raise
+        raise ours from error
     _finish(result, json_out)
 
 
@@ -215,6 +223,18 @@ def _decide(target: str, approve: bool, reason: str, who: str, json_out: bool, c
         decide_waiting_update, target, approve=approve, approver=who, reason=reason
     )
     _finish(result, json_out)
+
+
+def _our_error_behind(error: BaseException) -> SafeUpdaterError | None:
+    """The first error of ours in ``error``'s chain of causes and contexts."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, SafeUpdaterError):
+            return current if current is not error else None
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _as_uuid(text: str) -> uuid.UUID | None:

@@ -6,13 +6,26 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 
+import httpx
 from prefect import get_run_logger, pause_flow_run
-from prefect.exceptions import FlowPauseTimeout
+from prefect.exceptions import FlowPauseTimeout, PrefectHTTPStatusError
 from prefect.input import RunInput
+from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES
 from pydantic import BaseModel, Field
 
+from safe_updater.domain.assets import Asset
+from safe_updater.domain.errors import TransientError
+from safe_updater.domain.journal import Outcome
 from safe_updater.domain.policy import ApprovalRule
+from safe_updater.flows.steps import record_closed_attempt
 from safe_updater.tasks.journaling import audit
+
+
+class ApprovalWaitLost(TransientError):
+    """The Prefect server stopped answering while the run waited for approval, for longer than
+    its client retries (``PREFECT_CLIENT_MAX_RETRIES``) cover. Nothing was decided or changed;
+    :func:`keep_request` records the request so that ``safe-updater approve ASSET`` can
+    decide it later."""
 
 
 class ApprovalInput(RunInput):
@@ -67,6 +80,10 @@ def wait_for_approval(
             )
         except FlowPauseTimeout:
             return _at_deadline(asset_id, rule, approved, f"no decision within {rule.deadline}")
+        except (httpx.TransportError, PrefectHTTPStatusError) as error:
+            if isinstance(error, PrefectHTTPStatusError) and error.response.status_code < 500:
+                raise
+            raise _wait_lost(error, time.monotonic() - started, approved) from error
         remaining -= time.monotonic() - started
         assert answer is not None
         who = answer.approver.strip()
@@ -89,6 +106,56 @@ def wait_for_approval(
         approved.append(who)
         audit("approval.approved", asset_id, who, {"reason": answer.reason})
     return ApprovalOutcome(state="approved", approvers=approved)
+
+
+def _wait_lost(error: Exception, waited: float, approved: list[str]) -> ApprovalWaitLost:
+    so_far = f"; approvals given before: {', '.join(approved)}" if approved else ""
+    return ApprovalWaitLost(
+        f"the Prefect server at {PREFECT_API_URL.value()} stopped answering while this run "
+        f"waited for approval ({type(error).__name__}: {str(error)[:200]}, after "
+        f"{PREFECT_CLIENT_MAX_RETRIES.value()} retries, {waited:.0f} s into the wait); "
+        f"nothing was applied{so_far}"
+    )
+
+
+def keep_request(
+    asset: Asset,
+    target: str,
+    change_type: str,
+    run_id: str | None,
+    actor: str,
+    lost: ApprovalWaitLost,
+) -> None:
+    """Close the lost wait as a deferred request (``awaiting_approval`` in the journal, which
+    ``safe-updater history`` shows); ``safe-updater approve ASSET`` then decides it. The journal
+    and audit log live in our store, not in Prefect, so they can be written while the server
+    is away; the paused Prefect run itself is orphaned and stays Paused in the UI."""
+    why = (
+        f"{lost.message}; the request is kept: approve it with `safe-updater approve "
+        f"{asset.id}` (or reject it) once the Prefect server answers again"
+    )
+    get_run_logger().error("%s", why)
+    attempt = record_closed_attempt(
+        asset, target, change_type, run_id, Outcome.AWAITING_APPROVAL, why
+    )
+    audit(
+        "approval.requested",
+        asset.id,
+        actor,
+        {
+            "attempt": attempt.id,
+            "from": asset.current_version,
+            "to": target,
+            "change_type": change_type,
+            "reason": "the Prefect server was lost while the run waited for approval",
+        },
+    )
+    lost.message = why
+    lost.hint = (
+        f"start the Prefect server again, then `safe-updater history {asset.id}` shows the "
+        "request and `safe-updater approve ASSET` applies it; see "
+        "docs/runbooks/dependency-outage.md"
+    )
 
 
 def _progress(approved: list[str], quorum: int) -> str:

@@ -17,7 +17,7 @@ from safe_updater.domain.errors import InvalidInputError, PolicyViolationError
 from safe_updater.domain.journal import Outcome
 from safe_updater.domain.policy import QUARANTINED_REASON, Decision, EffectivePolicy
 from safe_updater.domain.versions import ChangeType, classify
-from safe_updater.flows.approval import wait_for_approval
+from safe_updater.flows.approval import ApprovalWaitLost, keep_request, wait_for_approval
 from safe_updater.flows.recover_updates import recover_updates
 from safe_updater.flows.steps import (
     apply_and_verify,
@@ -162,13 +162,17 @@ def _update(
             {"from": asset.current_version, "to": target, "change_type": change_type},
             run_id,
         )
-        outcome = wait_for_approval(
-            asset.id,
-            _approval_description(asset, target, change_type, reasons),
-            policy.approval,
-            poll_interval=approval_poll_interval(),
-            requested_by=actor,
-        )
+        try:
+            outcome = wait_for_approval(
+                asset.id,
+                _approval_description(asset, target, change_type, reasons),
+                policy.approval,
+                poll_interval=approval_poll_interval(),
+                requested_by=actor,
+            )
+        except ApprovalWaitLost as lost:
+            keep_request(asset, target, change_type, run_id, actor, lost)
+            raise
         if outcome.state != "approved":
             final = Outcome.REJECTED if outcome.state == "rejected" else Outcome.EXPIRED
             why = f"approval {outcome.state}" + (f": {outcome.reason}" if outcome.reason else "")

@@ -6,6 +6,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
+from safe_updater.adapters.k8s_health import api_outage_error
 from safe_updater.adapters.probes import monitor
 from safe_updater.domain.assets import Asset
 from safe_updater.domain.health import Sample, Verdict
@@ -48,4 +49,10 @@ def monitor_health(asset: Asset, applied: AppliedChange | None) -> HealthReport:
             if callable(close):
                 close()  # stop watch threads now, not at their idle timeout
     logger.info("verdict for %s: %s (%s)", asset.id, verdict.state, verdict.reason)
+    # A window left undecided by a Kubernetes API outage judged nothing: leave the attempt open
+    # in phase verifying (recover re-verifies) instead of rolling back a version nobody saw fail.
+    outage = api_outage_error(asset.id, probes, verdict, samples, policy)
+    if outage is not None:
+        logger.error("%s", outage)
+        raise outage
     return HealthReport(verdict=verdict, samples=samples)
