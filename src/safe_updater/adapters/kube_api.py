@@ -22,9 +22,11 @@ a certificate that fails verification                   ``AuthError``
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
+import shutil
 import socket
 import ssl
 import tempfile
@@ -232,6 +234,24 @@ def _short(exc: BaseException) -> str:
 # --- the client factory ---------------------------------------------------------------------------
 
 
+_CERT_DIR: list[str] = []
+
+
+def _cert_dir() -> str:
+    """One private directory (0700) for the process, removed at exit.
+
+    The client library writes an inline kubeconfig's certificates and key to files that urllib3
+    reads at every new connection, and caches them by content for the whole process; a
+    directory removed any earlier would leave the cache (and every later client with the same
+    kubeconfig) pointing at deleted files.
+    """
+    if not _CERT_DIR:
+        path = tempfile.mkdtemp(prefix="safe-updater-kube-")
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+        _CERT_DIR.append(path)
+    return _CERT_DIR[0]
+
+
 def new_api_client(
     *,
     kubeconfig: str | Path | None = None,
@@ -268,14 +288,12 @@ def new_api_client(
             )
             if not isinstance(data, dict):
                 raise ConfigException("not a YAML mapping")
-            with tempfile.TemporaryDirectory(prefix="safe-updater-kube-") as temp:
-                # Relative file references in an inline config have no base; data fields work.
-                k8s_config.load_kube_config_from_dict(  # type: ignore[no-untyped-call]
-                    data,
-                    context=context,
-                    client_configuration=configuration,
-                    temp_file_path=temp,
-                )
+            k8s_config.load_kube_config_from_dict(  # type: ignore[no-untyped-call]
+                data,
+                context=context,
+                client_configuration=configuration,
+                temp_file_path=_cert_dir(),
+            )
         else:
             source = str(kubeconfig) if kubeconfig is not None else "the default kubeconfig"
             k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
