@@ -1,6 +1,6 @@
 """More of the Helm/Kubernetes update path on the real test cluster, through the flows and the
-installed CLI: another helm operation in progress, kill -9 mid-update then `recover` (Helm
-release and plain Deployment), and `rollback helm:… --revision N` / `--list`.
+installed CLI: another helm operation in progress, and `rollback helm:… --revision N` / `--list`.
+(The kill -9 cases live in test_k8s_crash_recovery.py, the kill matrix.)
 
 Needs `testbed/up registry k8s` and the session's Prefect server; every process a test starts
 is stopped by its PID."""
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -18,7 +17,6 @@ from typing import Any
 
 import pytest
 from k8s_support import K8sCluster, ready_pods, tool_env, wait_until
-from k8s_workloads import create_workload, workload_manifest
 
 from safe_updater.adapters.store import StateStore
 from safe_updater.flows.update_asset import update_asset
@@ -194,82 +192,6 @@ def test_update_while_another_helm_operation_runs_fails_cleanly(
     # Not tested here: the next update of this release. helm's three-way merge takes the last
     # *deployed* manifest as the original, so the failed revision's live change (the pod label)
     # survives a later upgrade and even `helm rollback 1`; see the report of this change.
-
-
-def test_helm_update_killed_after_apply_is_recovered(
-    k8s_cluster: K8sCluster, k8s_namespace: str, tmp_path: Path
-) -> None:
-    _install(k8s_cluster, k8s_namespace, "1.0.0", tmp_path / "helm-home")
-    config = _config(tmp_path, k8s_cluster, k8s_namespace)
-    asset_id = f"helm:{CLUSTER}/{k8s_namespace}/web"
-
-    killed = _cli(
-        tmp_path,
-        config,
-        "update",
-        asset_id,
-        "--yes",
-        "--json",
-        env={"SAFE_UPDATER_FAILPOINTS": "after-apply"},
-    )
-    assert killed.returncode == -signal.SIGKILL, _describe(killed)
-    assert _deployed(_history(k8s_cluster, k8s_namespace)) == (2, "1.0.1")  # applied, unverified
-    with _store(tmp_path) as store:
-        [open_attempt] = store.journal.find_open(asset_id)
-        assert open_attempt.to_version == "1.0.1"
-
-    done = _cli(tmp_path, config, "recover", "--json")
-    assert done.returncode == 0, _describe(done)
-    [recovered] = json.loads(done.stdout)
-    assert recovered["outcome"] == "rolled_back", recovered
-    # Never verified, so rolled back to the snapshot: revision 3 = revision 1's chart.
-    revision, chart = _deployed(_history(k8s_cluster, k8s_namespace))
-    assert (revision, chart) == (3, "1.0.0")
-    assert ready_pods(k8s_cluster, k8s_namespace, "app.kubernetes.io/instance=web", 2)
-    with _store(tmp_path) as store:
-        assert store.journal.find_open(asset_id) == []
-        assert not store.quarantine.is_quarantined(asset_id, "1.0.1")  # not its fault
-    verify = _cli(tmp_path, config, "audit", "verify", "--json")
-    assert verify.returncode == 0, _describe(verify)
-
-
-def test_deployment_update_killed_after_applying_phase_is_recovered(
-    k8s_cluster: K8sCluster, k8s_namespace: str, tmp_path: Path
-) -> None:
-    registry = os.environ["TESTBED_REGISTRY"]
-    create_workload(
-        k8s_cluster,
-        workload_manifest("Deployment", "api", k8s_namespace, f"{registry}/demo/web:1.0.0"),
-    )
-    wait_until(lambda: ready_pods(k8s_cluster, k8s_namespace, "app=api", 2), timeout=90)
-    config = _config(tmp_path, k8s_cluster, k8s_namespace)
-    asset_id = f"k8s:{CLUSTER}/{k8s_namespace}/deployment/api"
-
-    killed = _cli(
-        tmp_path,
-        config,
-        "update",
-        asset_id,
-        "--yes",
-        "--json",
-        env={"SAFE_UPDATER_FAILPOINTS": "after-phase:applying"},
-    )
-    assert killed.returncode == -signal.SIGKILL, _describe(killed)
-    with _store(tmp_path) as store:
-        [open_attempt] = store.journal.find_open(asset_id)
-        assert open_attempt.phase.value == "applying"
-
-    done = _cli(tmp_path, config, "recover", "--json")
-    assert done.returncode == 0, _describe(done)
-    [recovered] = json.loads(done.stdout)
-    assert recovered["outcome"] == "rolled_back", recovered
-    deployment = k8s_cluster.apps.read_namespaced_deployment("api", k8s_namespace)
-    assert deployment.spec.template.spec.containers[0].image.endswith(":1.0.0")
-    assert ready_pods(k8s_cluster, k8s_namespace, "app=api", 2)
-    with _store(tmp_path) as store:
-        assert store.journal.find_open(asset_id) == []
-    verify = _cli(tmp_path, config, "audit", "verify", "--json")
-    assert verify.returncode == 0, _describe(verify)
 
 
 def test_rollback_helm_release_to_a_revision_through_the_cli(

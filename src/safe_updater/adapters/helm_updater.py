@@ -52,6 +52,7 @@ from safe_updater.adapters.updater import RevisionEntry
 from safe_updater.domain.assets import Asset, AssetKind
 from safe_updater.domain.errors import ConflictError, InvalidInputError
 from safe_updater.domain.plans import AppliedChange, Snapshot
+from safe_updater.failpoints import failpoint_during
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +177,11 @@ class HelmReleaseUpdater:
             latest.revision,
             latest.status.value,
         )
-        self._helm.rollback(
-            release, data["revision"], namespace, wait=True, timeout=self._rollback_timeout
-        )
+        # Tests only: die while helm works and the release is pending-rollback, the worst place.
+        with failpoint_during("mid-rollback", after=1.0):
+            self._helm.rollback(
+                release, data["revision"], namespace, wait=True, timeout=self._rollback_timeout
+            )
 
     def running_version(self, asset: Asset) -> str | None:
         release, namespace = _names(asset)

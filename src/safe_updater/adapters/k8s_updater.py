@@ -60,6 +60,7 @@ from safe_updater.domain.rollout import (
     POD_TEMPLATE_HASH,
     pod_state,
 )
+from safe_updater.failpoints import failpoint
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +248,9 @@ class KubernetesImageUpdater:
             kind, namespace, name, image_patch(kind, container, old, init=found.init)
         )
         log.info("%s: rolled container %s back to %s", asset.id, container, old)
+        # The template is back, the failed revision's pods still run (a StatefulSet's are not
+        # deleted yet): a retry must finish from the "already runs the old image" branch above.
+        failpoint("mid-rollback")
         if kind == "StatefulSet":
             self._force_statefulset_rollback(asset.id, result)
 
