@@ -5,6 +5,7 @@ seen through a fake `helm` executable that replays a fixture."""
 from __future__ import annotations
 
 import json
+import os
 import stat
 import sys
 from pathlib import Path
@@ -238,3 +239,49 @@ def test_revision_and_context_are_validated() -> None:
     cli = HelmCli("helm")
     with pytest.raises(InvalidInputError):
         cli.rollback("web", 0, "ns")
+
+
+PROGRESS = """#!/bin/sh
+# A helm rollback --wait: progress lines on stderr for a while, then the release is settled.
+for i in 1 2 3 4 5 6 7 8 9 10; do
+  echo "waiting for resources, round $i" >&2
+  sleep 0.2
+done
+echo settled > "$FAKE_HELM_DONE"
+"""
+
+KILLED_PARENT = """
+import os, sys
+from safe_updater.adapters.helm_cli import HelmCli
+cli = HelmCli(sys.argv[1], timeout=30, env={"FAKE_HELM_DONE": sys.argv[2]})
+print(os.getpid(), flush=True)
+cli.run(["rollback"], what="roll back", cluster=False)
+"""
+
+
+def test_helm_finishes_its_operation_when_the_updater_is_killed(tmp_path: Path) -> None:
+    """kill -9 of the updater must not take a helm rollback/upgrade down with it (a Go program
+    dies of SIGPIPE when it writes to a pipe whose reader is gone): the release would be left
+    pending-* with no helm command to clear it."""
+    import signal
+    import subprocess
+    import time
+
+    script = tmp_path / "helm"
+    script.write_text(PROGRESS)
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    done = tmp_path / "done"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", KILLED_PARENT, str(script), str(done)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdout is not None
+    pid = int(parent.stdout.readline())
+    time.sleep(0.6)  # helm is half-way through its progress lines
+    os.kill(pid, signal.SIGKILL)
+    parent.wait(10)
+    deadline = time.monotonic() + 10
+    while not done.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert done.exists(), "helm died with the updater instead of finishing"

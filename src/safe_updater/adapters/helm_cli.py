@@ -44,6 +44,7 @@ import os
 import re
 import signal
 import subprocess
+import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -230,30 +231,45 @@ class HelmCli:
         self.calls.append(argv)
         limit = timeout if timeout is not None else self.timeout
         log.debug("helm: %s", " ".join(argv[1:]))
-        try:
-            proc = subprocess.Popen(  # noqa: S603 - an argument list, never a shell
-                argv,
-                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=self._env(),
-            )
-        except OSError as exc:
-            raise HelmError(
-                f"{what}: cannot run {self.binary!r} ({exc.strerror})",
-                hint="install helm 3.14+ or 4.x, or set the helm binary's path",
-            ) from exc
-        try:
-            stdout, stderr = proc.communicate(input=stdin, timeout=limit)
-        except subprocess.TimeoutExpired as exc:
-            _stop(proc)
-            raise HelmTimeoutError(
-                f"{what}: helm did not finish within {limit:.0f} s (timed out); it was stopped"
-            ) from exc
-        except BaseException:
-            _stop(proc)  # KeyboardInterrupt, cancellation: never leave helm running behind us
-            raise
+        # helm's output goes to files, not pipes: if this process dies (kill -9, OOM), a helm
+        # upgrade or rollback in flight still finishes instead of dying of SIGPIPE at its next
+        # progress line and leaving the release pending-* for good.
+        with (
+            tempfile.TemporaryFile("w+") as stdin_file,
+            tempfile.TemporaryFile("w+") as out_file,
+            tempfile.TemporaryFile("w+") as err_file,
+        ):
+            if stdin is not None:
+                stdin_file.write(stdin)
+                stdin_file.flush()
+                stdin_file.seek(0)
+            try:
+                proc = subprocess.Popen(  # noqa: S603 - an argument list, never a shell
+                    argv,
+                    stdin=stdin_file if stdin is not None else subprocess.DEVNULL,
+                    stdout=out_file,
+                    stderr=err_file,
+                    text=True,
+                    env=self._env(),
+                )
+            except OSError as exc:
+                raise HelmError(
+                    f"{what}: cannot run {self.binary!r} ({exc.strerror})",
+                    hint="install helm 3.14+ or 4.x, or set the helm binary's path",
+                ) from exc
+            try:
+                proc.wait(timeout=limit)
+            except subprocess.TimeoutExpired as exc:
+                _stop(proc)
+                raise HelmTimeoutError(
+                    f"{what}: helm did not finish within {limit:.0f} s (timed out); it was stopped"
+                ) from exc
+            except BaseException:
+                _stop(proc)  # KeyboardInterrupt, cancellation: never leave helm running behind us
+                raise
+            out_file.seek(0)
+            err_file.seek(0)
+            stdout, stderr = out_file.read(), err_file.read()
         if proc.returncode != 0:
             raise _translate(stderr, stdout, what)
         return stdout
