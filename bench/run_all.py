@@ -27,8 +27,11 @@ sys.path.insert(0, str(BENCH.parent / "tests"))
 
 from support.testbed import load_testbed_env  # noqa: E402
 
-#: A line worth repeating in the summary: it states a goal, a ratio or a verdict.
-HEADLINE = re.compile(r"goal|ratio|\d\.?\d*x\b|verdict", re.IGNORECASE)
+#: A line worth repeating in the summary: it states a goal, a ratio, a verdict, or a figure
+#: marked ok/over against its goal.
+HEADLINE = re.compile(
+    r"goal|ratio|\d\.?\d*x\b|verdict|\s(ok|over)$|list\(\)|upsert|^== ", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True)
