@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from safe_updater.adapters.docker_engine import DockerSdkEngine
+from safe_updater.adapters.errors import EngineUnavailableError
 from safe_updater.adapters.probes import (
     DockerExecProbe,
     DockerHealthProbe,
@@ -107,6 +108,43 @@ def test_monitor_returns_early_on_failure_threshold() -> None:
     assert "bad failed 3 times in a row" in verdict.reason
     assert clock.now - T0 == timedelta(seconds=3)
     assert len(got) == 8
+
+
+class EngineRestartProbe:
+    """Passes, then the engine is away for ``away`` rounds, then fails (the daemon stopped the
+    container on its way down and it has no restart policy)."""
+
+    name = "restart"
+
+    def __init__(self, away: int) -> None:
+        self.calls = 0
+        self.away = away
+
+    def check(self, at: datetime) -> Sample:
+        self.calls += 1
+        if self.calls <= 2:
+            return Sample(at=at, check=self.name, ok=True, detail="running")
+        if self.calls <= 2 + self.away:
+            raise EngineUnavailableError("Docker engine unavailable: connection refused")
+        return Sample(at=at, check=self.name, ok=False, detail="container exited (0)")
+
+
+def test_a_verdict_after_an_engine_outage_is_marked_interrupted() -> None:
+    """An unhealthy verdict judged after the engine came back rolls back, but is marked
+    interrupted so the version is not quarantined for what the restart did to it."""
+    clock = FakeClock()
+    verdict, samples = monitor([EngineRestartProbe(away=2)], POLICY, clock=clock, sleep=clock.sleep)
+    assert verdict.state is VerdictState.UNHEALTHY
+    assert verdict.interrupted
+    assert "after the container engine was unavailable" in verdict.reason
+    assert [s.ok for s in samples[2:4]] == [None, None]
+
+
+def test_a_verdict_without_an_outage_is_not_interrupted() -> None:
+    clock = FakeClock()
+    verdict, _ = monitor([EngineRestartProbe(away=0)], POLICY, clock=clock, sleep=clock.sleep)
+    assert verdict.state is VerdictState.UNHEALTHY
+    assert not verdict.interrupted
 
 
 def test_monitor_keeps_its_schedule_when_probes_are_slow() -> None:

@@ -204,6 +204,14 @@ def test_restart_mid_verify(
         assert result["outcome"] == "rolled_back", result
         assert "exited" in why, why
         assert_whole(s, OLD)
+        with s.store() as store:
+            quarantined = store.quarantine.versions(s.asset_id)
+        if "unavailable" in why:
+            # The restart, not the version, stopped it: rolled back but not barred.
+            assert "not quarantined" in why, why
+            assert quarantined == set(), quarantined
+        else:
+            assert quarantined == {GOOD}, quarantined
 
 
 def proxy_url(proxy: FaultProxy) -> str:

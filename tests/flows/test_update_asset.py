@@ -429,3 +429,48 @@ def test_report_is_published_after_the_lock_is_freed_and_its_failure_is_not_fata
     assert lock_held_while_publishing == [False]
     [attempt] = h.store.journal.history(WEB)
     assert attempt.outcome is Outcome.UPDATED and attempt.phase is Phase.CLOSED
+
+
+class _EngineRestartProbe:
+    """Passes twice, then the container engine is away for two rounds, then the container is
+    found stopped (the daemon stopped it on its way down; it has no restart policy)."""
+
+    name = "docker"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def check(self, at: Any) -> Any:
+        from safe_updater.adapters.errors import EngineUnavailableError
+        from safe_updater.domain.health import Sample
+
+        self.calls += 1
+        if self.calls <= 2:
+            return Sample(at=at, check=self.name, ok=True, detail="running")
+        if self.calls <= 4:
+            raise EngineUnavailableError("Docker engine unavailable: connection refused")
+        return Sample(at=at, check=self.name, ok=False, detail="container exited (0)")
+
+
+def test_an_engine_restart_during_verification_rolls_back_without_quarantine(
+    make: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = make()
+    planner = h.runtime.health
+    normal_plan = planner.plan
+    monkeypatch.setattr(
+        planner, "plan", lambda asset, applied: ([_EngineRestartProbe()], planner.policy)
+    )
+    with use_runtime(h.runtime):
+        result = update_asset(WEB, approval="defer")
+    assert result["outcome"] == "rolled_back", result
+    assert h.running == "1.0.0"
+    why = " ".join(result["reasons"])
+    assert "after the container engine was unavailable" in why and "not quarantined" in why, why
+    assert not h.store.quarantine.is_quarantined(WEB, "1.0.2")
+    # The version was not barred: the next run (engine steady) applies it.
+    monkeypatch.setattr(planner, "plan", normal_plan)
+    with use_runtime(h.runtime):
+        again = update_asset(WEB, approval="defer")
+    assert again["outcome"] == "updated" and h.running == "1.0.2", again
+    assert h.store.audit.verify().ok

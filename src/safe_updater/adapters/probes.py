@@ -378,7 +378,7 @@ def _after_engine_outage(verdict: Verdict, outage: EngineUnavailableError | None
     reason = (
         f"{verdict.reason} (judged over a new window after the container engine was unavailable)"
     )
-    return verdict.model_copy(update={"reason": reason})
+    return verdict.model_copy(update={"reason": reason, "interrupted": True})
 
 
 def _engine_away(exc: EngineUnavailableError) -> str:

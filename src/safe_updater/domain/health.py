@@ -634,6 +634,9 @@ class Verdict(BaseModel):
 
     state: VerdictState
     reason: str
+    interrupted: bool = False
+    """The checks were cut off by the platform (a container engine restart) during the window:
+    an unhealthy verdict then rolls back, but says nothing certain about the version."""
 
     @property
     def decided(self) -> bool:

@@ -34,6 +34,11 @@ from safe_updater.tasks.recording import emit_update_event
 
 # Written into the reason of a rollback whose version failed on its merits (it gets quarantined).
 FAILED_VERIFICATION = "failed verification"
+# ... unless the checks were cut off by a container engine restart: rolled back, not barred.
+NOT_QUARANTINED = (
+    "; not quarantined: the container engine restarted during the checks, so the next run may "
+    "try this version again"
+)
 
 
 @flow(
@@ -114,13 +119,23 @@ def _recover_locked(attempt: AttemptRecord, *, actor: str) -> UpdateResult:
                 f"re-verified after a crash: {report.verdict.reason}",
             )
         why = f"{attempt.to_version} {FAILED_VERIFICATION}: {report.verdict.reason}"
-        return _roll_back(attempt, asset, snapshot, applied, why, actor=actor, quarantine=True)
+        if report.verdict.interrupted:
+            why += NOT_QUARANTINED
+        return _roll_back(
+            attempt,
+            asset,
+            snapshot,
+            applied,
+            why,
+            actor=actor,
+            quarantine=not report.verdict.interrupted,
+        )
     if attempt.phase is Phase.COMMITTING and applied is not None:
         commit_update(asset, snapshot, applied)
         return _close(attempt, Outcome.UPDATED, actor, "commit finished after a crash")
     if attempt.phase is Phase.ROLLING_BACK and attempt.reason:
         # The verdict (or the apply failure) that started the rollback is the row's reason.
-        quarantine = FAILED_VERIFICATION in attempt.reason
+        quarantine = FAILED_VERIFICATION in attempt.reason and NOT_QUARANTINED not in attempt.reason
         return _roll_back(
             attempt, asset, snapshot, applied, attempt.reason, actor=actor, quarantine=quarantine
         )

@@ -19,7 +19,11 @@ from safe_updater.domain.errors import SafeUpdaterError
 from safe_updater.domain.journal import AttemptRecord, Outcome, Phase
 from safe_updater.domain.plans import AppliedChange, Snapshot, UpdateResult
 from safe_updater.domain.policy import Decision
-from safe_updater.flows.recover_updates import FAILED_VERIFICATION, rollback_and_quarantine
+from safe_updater.flows.recover_updates import (
+    FAILED_VERIFICATION,
+    NOT_QUARANTINED,
+    rollback_and_quarantine,
+)
 from safe_updater.flows.reporting import report_rows, summary_markdown
 from safe_updater.tasks.applying import (
     apply_update,
@@ -220,8 +224,10 @@ def apply_and_verify(
         run_id,
         actor,
         finish,
-        why=f"{target} {FAILED_VERIFICATION}: {report.verdict.reason}",
-        quarantine=True,
+        why=f"{target} {FAILED_VERIFICATION}: {report.verdict.reason}"
+        + (NOT_QUARANTINED if report.verdict.interrupted else ""),
+        # A version whose checks a daemon restart cut off is rolled back, but not barred.
+        quarantine=not report.verdict.interrupted,
         success=success,
         report=report,
     )
