@@ -87,6 +87,29 @@ def test_concurrent_first_opens_do_not_collide(store_url: str) -> None:
         assert s.schema_revision() == head_revision()
 
 
+def test_threads_opening_different_databases_do_not_collide(tmp_path: Path) -> None:
+    """Alembic keeps the running migration in module globals; no database lock covers two
+    databases, so threads migrating each their own at once tore each other's state down
+    (KeyError 'script', closed connections) before the in-process lock."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def opener(i: int) -> None:
+        try:
+            start.wait(timeout=30)
+            for round_ in range(3):
+                StateStore.open(f"sqlite:///{tmp_path / f'state-{i}-{round_}.db'}").close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=opener, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+
+
 def test_sqlite_uses_wal_and_creates_the_directory(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "er" / "state.db"
     with StateStore.open(f"sqlite:///{path}") as s:

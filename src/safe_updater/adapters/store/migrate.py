@@ -3,12 +3,14 @@
 ``StateStore.open`` calls :func:`upgrade_to_head` every time: it is a no-op at head and makes
 a new release's schema appear without a separate step. Concurrent openers (two flow runs
 starting on a fresh database) are serialized: SQLite by ``BEGIN IMMEDIATE`` around the whole
-upgrade, PostgreSQL by a transaction-scoped advisory lock; both backends have transactional
+upgrade, PostgreSQL by a transaction-scoped advisory lock, and the threads of one process by a
+lock of their own (Alembic's state is global); both backends have transactional
 DDL, so a failed migration leaves the previous schema intact.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -25,6 +27,11 @@ VERSION_TABLE = "safe_updater_alembic_version"
 both share one PostgreSQL database."""
 
 _PG_MIGRATION_LOCK = 0x5AFE_0001  # pg_advisory_xact_lock key, arbitrary but fixed
+
+# Alembic keeps the running migration in module globals (``alembic.context``, ``alembic.op``):
+# two threads migrating at once, even different databases, tear each other's state down. The
+# database locks above serialize processes; this serializes the threads of one process.
+_ALEMBIC = threading.Lock()
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -50,7 +57,7 @@ def current_revision(connection: Connection) -> str | None:
 
 def upgrade_to_head(engine: Engine) -> None:
     """Bring the database to the newest schema this package knows; idempotent."""
-    with engine.connect() as conn:
+    with _ALEMBIC, engine.connect() as conn:
         if engine.dialect.name == "sqlite":
             conn.execution_options(**{SQLITE_BEGIN_OPTION: "IMMEDIATE"})
         with conn.begin():
@@ -63,5 +70,5 @@ def upgrade_to_head(engine: Engine) -> None:
 
 def downgrade_to(engine: Engine, revision: str) -> None:
     """Go back to ``revision`` (``"base"`` drops everything); for tests and emergencies."""
-    with engine.connect() as conn, conn.begin():
+    with _ALEMBIC, engine.connect() as conn, conn.begin():
         command.downgrade(alembic_config(conn), revision)
