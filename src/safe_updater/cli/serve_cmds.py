@@ -133,8 +133,9 @@ def serve(
         # send it; the server child gets the server-side setting through its own environment.
         os.environ[CLIENT_AUTH_VARIABLE] = auth
         os.environ.pop(SERVER_AUTH_VARIABLE, None)
+    stopping = threading.Event()
     try:
-        with _stop_on_signals():
+        with _stop_on_signals(stopping):
             if external:
                 typer.echo(f"Using the Prefect server at {external}", err=True)
             else:
@@ -152,6 +153,12 @@ def serve(
                 _serve_deployments(limit)
     except KeyboardInterrupt:
         pass
+    except Exception as error:
+        # The stop signal's KeyboardInterrupt can surface wrapped by whatever was running when
+        # it arrived (pydantic-core reports it as a serialization error): still a clean stop.
+        if not stopping.is_set():
+            raise
+        log.debug("stopped while %s", type(error).__name__)
     finally:
         if server is not None:
             server.stop()
@@ -202,14 +209,16 @@ def _serve_deployments(limit: int) -> None:
 
 
 @contextlib.contextmanager
-def _stop_on_signals() -> Iterator[None]:
+def _stop_on_signals(stopping: threading.Event) -> Iterator[None]:
     """Ctrl-C and SIGTERM stop the service (Prefect's runner installs its own SIGTERM handler
-    while serving). SIGINT is restored even when a shell started us with it ignored (``&``)."""
+    while serving). SIGINT is restored even when a shell started us with it ignored (``&``).
+    ``stopping`` is set once either arrived."""
 
     def interrupt(signum: int, frame: object) -> None:
+        stopping.set()
         raise KeyboardInterrupt
 
-    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous_int = signal.signal(signal.SIGINT, interrupt)
     previous_term = signal.signal(signal.SIGTERM, interrupt)
     try:
         yield
