@@ -15,9 +15,8 @@ from pydantic import BaseModel, Field
 
 from safe_updater.domain.assets import Asset
 from safe_updater.domain.errors import TransientError
-from safe_updater.domain.journal import Outcome
 from safe_updater.domain.policy import ApprovalRule
-from safe_updater.flows.steps import record_closed_attempt
+from safe_updater.flows.steps import record_approval_request
 from safe_updater.tasks.journaling import audit
 
 
@@ -135,20 +134,14 @@ def keep_request(
         f"{asset.id}` (or reject it) once the Prefect server answers again"
     )
     get_run_logger().error("%s", why)
-    attempt = record_closed_attempt(
-        asset, target, change_type, run_id, Outcome.AWAITING_APPROVAL, why
-    )
-    audit(
-        "approval.requested",
-        asset.id,
+    record_approval_request(
+        asset,
+        target,
+        change_type,
+        run_id,
         actor,
-        {
-            "attempt": attempt.id,
-            "from": asset.current_version,
-            "to": target,
-            "change_type": change_type,
-            "reason": "the Prefect server was lost while the run waited for approval",
-        },
+        why,
+        audit_reason="the Prefect server was lost while the run waited for approval",
     )
     lost.message = why
     lost.hint = (

@@ -290,6 +290,32 @@ def finish_without_change(
     return result.to_json_dict()
 
 
+def record_approval_request(
+    asset: Asset,
+    target: str,
+    change_type: str,
+    run_id: str | None,
+    actor: str,
+    why: str,
+    audit_reason: str | None = None,
+) -> AttemptRecord:
+    """A closed ``awaiting_approval`` journal row and its ``approval.requested`` audit record:
+    what ``safe-updater approve ASSET`` decides later."""
+    attempt = record_closed_attempt(
+        asset, target, change_type, run_id, Outcome.AWAITING_APPROVAL, why
+    )
+    details: dict[str, Any] = {
+        "attempt": attempt.id,
+        "from": asset.current_version,
+        "to": target,
+        "change_type": change_type,
+    }
+    if audit_reason is not None:
+        details["reason"] = audit_reason
+    audit("approval.requested", asset.id, actor, details)
+    return attempt
+
+
 def record_awaiting_approval(
     asset: Asset,
     decision: Decision,
@@ -305,20 +331,7 @@ def record_awaiting_approval(
         f"safe-updater approve {asset.id}"
     )
     reasons.append(why)
-    attempt = record_closed_attempt(
-        asset, target, change_type, run_id, Outcome.AWAITING_APPROVAL, why
-    )
-    audit(
-        "approval.requested",
-        asset.id,
-        actor,
-        {
-            "attempt": attempt.id,
-            "from": asset.current_version,
-            "to": target,
-            "change_type": change_type,
-        },
-    )
+    attempt = record_approval_request(asset, target, change_type, run_id, actor, why)
     emit_update_event(
         "awaiting-approval",
         asset.id,
